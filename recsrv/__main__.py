@@ -1,0 +1,3 @@
+from recsrv.cli import main
+
+raise SystemExit(main())

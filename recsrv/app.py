@@ -1,0 +1,108 @@
+"""Wiring: builds the aiohttp application and runs it until a signal stops it.
+
+Resources are cleanup contexts, set up in order and torn down in reverse: the event
+log connection, then the consumer task. Shutdown has three phases: stop taking
+requests, let in-flight ones finish (server.shutdown_timeout_s), close resources.
+A second SIGINT/SIGTERM exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+
+from recsrv.broker import EventLog, open_event_log
+from recsrv.config import Config
+from recsrv.http.api import RUNTIME, add_routes, error_middleware
+from recsrv.runtime import Runtime
+
+logger = structlog.get_logger("recsrv")
+
+
+def build_app(config: Config, log: EventLog | None = None) -> web.Application:
+    """The whole server as an aiohttp app; `log` overrides the one from broker.url."""
+    runtime = Runtime.build(config, log if log is not None else open_event_log(config.broker))
+    app = web.Application(
+        middlewares=[error_middleware], client_max_size=config.server.max_body_bytes
+    )
+    app[RUNTIME] = runtime
+    add_routes(app)
+    app.cleanup_ctx.append(_event_log)
+    app.cleanup_ctx.append(_consumer)
+    return app
+
+
+async def _event_log(app: web.Application) -> AsyncIterator[None]:
+    runtime = app[RUNTIME]
+    await runtime.log.start()
+    yield
+    await runtime.log.close()
+
+
+async def _consumer(app: web.Application) -> AsyncIterator[None]:
+    runtime = app[RUNTIME]
+    # No checkpoint store yet: the state starts empty and is rebuilt from the stream.
+    runtime.restored = True
+    task = asyncio.create_task(runtime.consumer.run(), name="recsrv-consumer")
+    task.add_done_callback(_report_consumer_end)
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _report_consumer_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("consumer_stopped", error=repr(task.exception()))
+
+
+async def serve(config: Config, stop: asyncio.Event) -> None:
+    """Serve until `stop` is set, then shut down in order."""
+    app = build_app(config)
+    runtime = app[RUNTIME]
+    logger.info(
+        "starting",
+        mode="embedded" if config.embedded else "production",
+        broker=runtime.log.describe,
+        store=config.store.url,
+        config=config.source,
+    )
+    if not (config.auth.secret_keys or config.auth.public_keys):
+        logger.warning("no API keys configured: the API is open to anyone who can reach it")
+    runner = web.AppRunner(app, shutdown_timeout=config.server.shutdown_timeout_s, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.server.host, config.server.port)
+    await site.start()
+    logger.info("listening", url=f"http://{config.server.host}:{config.server.port}")
+    try:
+        await stop.wait()
+    finally:
+        logger.info("stopping")
+        await runner.cleanup()
+        logger.info("stopped")
+
+
+def run(config: Config) -> int:
+    """Run the server in this process until SIGINT or SIGTERM."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            if stop.is_set():
+                os._exit(1)  # second signal: do not wait for a clean shutdown
+            stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        await serve(config, stop)
+
+    asyncio.run(main())
+    return 0

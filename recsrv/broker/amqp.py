@@ -1,0 +1,196 @@
+"""RabbitMQ event log: a topic exchange bound with '#' to a stream queue.
+
+The stream keeps every message for `broker.max_age`, so state can be rebuilt by
+replaying it from any offset. recsrv keeps its own position (the offset of the last
+message applied); acks only return consumer credit, batched with multiple=True.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+)
+
+from recsrv.broker import Delivery, InvalidCopy
+from recsrv.config import BrokerConfig
+from recsrv.errors import BrokerError
+
+# Errors aio-pika and its transport raise when the broker or the connection fails.
+AMQP_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, asyncio.TimeoutError)
+
+# A passive declare's message count is refreshed by RabbitMQ every few seconds, so
+# probing more often than this only costs round trips.
+END_OFFSET_CACHE_S = 1.0
+
+
+class AmqpEventLog:
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.describe = f"RabbitMQ stream {config.queue!r} behind exchange {config.exchange!r}"
+        self._connection: AbstractConnection | None = None
+        self._publish_channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._invalid_exchange: AbstractExchange | None = None
+        self._end_offset_cache: tuple[float, int] | None = None
+
+    async def start(self) -> None:
+        try:
+            self._connection = await aio_pika.connect(
+                self.config.url, timeout=self.config.connect_timeout_s
+            )
+            channel = await self._connection.channel(publisher_confirms=True)
+            self._publish_channel = channel
+            self._exchange = await channel.declare_exchange(
+                self.config.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            stream = await channel.declare_queue(
+                self.config.queue,
+                durable=True,
+                arguments={"x-queue-type": "stream", "x-max-age": self.config.max_age},
+            )
+            await stream.bind(self._exchange, routing_key="#")
+            self._invalid_exchange = await channel.declare_exchange(
+                self.config.invalid_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            invalid_queue = await channel.declare_queue(self.config.invalid_exchange, durable=True)
+            await invalid_queue.bind(self._invalid_exchange, routing_key="#")
+        except AMQP_ERRORS as exc:
+            await self.close()
+            where = _safe_url(self.config.url)
+            raise BrokerError(f"cannot set up RabbitMQ at {where}: {exc!r}") from exc
+
+    async def publish(self, body: bytes, routing_key: str) -> None:
+        exchange = self._require(self._exchange)
+        message = aio_pika.Message(
+            body,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            timestamp=time.time(),
+        )
+        try:
+            confirmation = await exchange.publish(message, routing_key=routing_key)
+        except AMQP_ERRORS as exc:
+            raise BrokerError(f"publish to {self.config.exchange!r} failed: {exc!r}") from exc
+        if not isinstance(confirmation, aiormq.spec.Basic.Ack):
+            raise BrokerError(f"RabbitMQ did not confirm the publish: {confirmation!r}")
+
+    async def publish_invalid(self, copy: InvalidCopy) -> None:
+        exchange = self._require(self._invalid_exchange)
+        headers: dict[str, Any] = {
+            "x-recsrv-reason": copy.reason,
+            "x-recsrv-code": copy.code,
+            "x-recsrv-offset": copy.offset,
+        }
+        if copy.field is not None:
+            headers["x-recsrv-field"] = copy.field
+        if copy.index is not None:
+            headers["x-recsrv-index"] = copy.index
+        message = aio_pika.Message(
+            copy.element,
+            headers=headers,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            timestamp=time.time(),
+        )
+        try:
+            await exchange.publish(message, routing_key=copy.code)
+        except AMQP_ERRORS as exc:
+            name = self.config.invalid_exchange
+            raise BrokerError(f"publish to {name!r} failed: {exc!r}") from exc
+
+    async def consume(self, start_offset: int | None) -> AsyncIterator[Delivery]:
+        connection = self._require(self._connection)
+        channel = await connection.channel()
+        # A stream refuses a consumer without a prefetch limit.
+        await channel.set_qos(prefetch_count=self.config.prefetch)
+        queue = await channel.get_queue(self.config.queue, ensure=False)
+        start: int | str = "first" if start_offset is None else int(start_offset)
+        unacked: AbstractIncomingMessage | None = None
+        pending = 0
+        try:
+            async with queue.iterator(arguments={"x-stream-offset": start}) as messages:
+                async for message in messages:
+                    yield _delivery(message)
+                    # The caller asked for the next message: this one is processed.
+                    unacked, pending = message, pending + 1
+                    if pending >= self.config.ack_every:
+                        await message.ack(multiple=True)
+                        unacked, pending = None, 0
+        except AMQP_ERRORS as exc:
+            raise BrokerError(f"consuming {self.config.queue!r} failed: {exc!r}") from exc
+        finally:
+            if unacked is not None and not channel.is_closed:
+                await unacked.ack(multiple=True)
+            if not channel.is_closed:
+                await channel.close()
+
+    async def end_offset(self) -> int:
+        now = time.monotonic()
+        if self._end_offset_cache and now - self._end_offset_cache[0] < END_OFFSET_CACHE_S:
+            return self._end_offset_cache[1]
+        channel = self._require(self._publish_channel)
+        try:
+            queue = await channel.declare_queue(self.config.queue, passive=True)
+            count = queue.declaration_result.message_count or 0
+            end = -1 if count == 0 else await self._first_offset() + count - 1
+        except AMQP_ERRORS as exc:
+            raise BrokerError(f"cannot read the length of {self.config.queue!r}: {exc!r}") from exc
+        self._end_offset_cache = (now, end)
+        return end
+
+    async def _first_offset(self) -> int:
+        """The offset of the oldest retained message (retention moves it forward)."""
+        connection = self._require(self._connection)
+        async with connection.channel() as channel:
+            await channel.set_qos(prefetch_count=1)
+            queue = await channel.get_queue(self.config.queue, ensure=False)
+            async with queue.iterator(arguments={"x-stream-offset": "first"}) as messages:
+                async for message in messages:
+                    await message.ack()
+                    return int(_header_offset(message))
+        return 0
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        self._exchange = self._invalid_exchange = self._publish_channel = None
+        if connection is not None and not connection.is_closed:
+            await connection.close()
+
+    def _require(self, value: Any) -> Any:
+        if value is None:
+            raise BrokerError("the RabbitMQ connection is not open")
+        return value
+
+
+def _header_offset(message: AbstractIncomingMessage) -> int:
+    offset = message.headers.get("x-stream-offset")
+    if not isinstance(offset, int):
+        raise BrokerError(f"delivery without an x-stream-offset header: {message.headers!r}")
+    return offset
+
+
+def _delivery(message: AbstractIncomingMessage) -> Delivery:
+    stamp = message.timestamp
+    return Delivery(
+        offset=_header_offset(message),
+        body=message.body,
+        timestamp=stamp.timestamp() if stamp is not None else None,
+    )
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest

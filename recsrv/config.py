@@ -1,0 +1,287 @@
+"""Configuration: one frozen dataclass per section of config.toml.
+
+Values come from, in order of precedence: environment variables
+`RECSRV_<SECTION>__<KEY>`, the TOML file, the defaults below. Every value is
+checked once, at load time; a bad one raises ConfigError naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recsrv.errors import ConfigError
+
+ENV_PREFIX = "RECSRV_"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_request_events: int = 1000
+    shutdown_timeout_s: float = 10.0
+
+    def validate(self) -> None:
+        _check_range("server.port", self.port, 0, 65535)
+        _check_range("server.max_body_bytes", self.max_body_bytes, 1024, 1 << 30)
+        _check_range("server.max_request_events", self.max_request_events, 1, 1_000_000)
+        _check_range("server.shutdown_timeout_s", self.shutdown_timeout_s, 0, 3600)
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    url: str = "memory://"
+    exchange: str = "recsrv.events"
+    queue: str = "recsrv.events.stream"
+    invalid_exchange: str = "recsrv.events.invalid"
+    max_age: str = "7D"
+    prefetch: int = 2000
+    ack_every: int = 200
+    max_message_events: int = 10_000
+    ready_lag: int = 100
+    connect_timeout_s: float = 10.0
+
+    def validate(self) -> None:
+        if not (self.url.startswith(("amqp://", "amqps://")) or self.url == "memory://"):
+            raise ConfigError("broker.url", "must be amqp://… , amqps://… or memory://")
+        for key in ("exchange", "queue", "invalid_exchange"):
+            if not getattr(self, key):
+                raise ConfigError(f"broker.{key}", "must not be empty")
+        if not _is_max_age(self.max_age):
+            raise ConfigError("broker.max_age", "must be a number and a unit Y, M, D, h, m or s")
+        _check_range("broker.prefetch", self.prefetch, 1, 65535)
+        _check_range("broker.ack_every", self.ack_every, 1, self.prefetch)
+        _check_range("broker.max_message_events", self.max_message_events, 1, 10_000)
+        _check_range("broker.ready_lag", self.ready_lag, 0, 10**12)
+        _check_range("broker.connect_timeout_s", self.connect_timeout_s, 0.1, 600)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    url: str = "file://./data"
+    checkpoint_interval_s: float = 60.0
+    keep_checkpoints: int = 3
+
+    def validate(self) -> None:
+        if not self.url.startswith(("mongodb://", "mongodb+srv://", "file://")):
+            raise ConfigError("store.url", "must be mongodb://… or file://PATH")
+        if self.url == "file://":
+            raise ConfigError("store.url", "file:// needs a directory path")
+        _check_range("store.checkpoint_interval_s", self.checkpoint_interval_s, 1, 86400)
+        _check_range("store.keep_checkpoints", self.keep_checkpoints, 1, 100)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # How much each interaction type counts, for similarity and popularity.
+    weight_view: float = 1.0
+    weight_click: float = 2.0
+    weight_add_to_cart: float = 4.0
+    weight_purchase: float = 6.0
+    # Event-time half-lives of the decayed signals.
+    popularity_half_life_s: float = 3 * 86400.0
+    similarity_half_life_s: float = 30 * 86400.0
+    # Item-to-item learning.
+    neighbors: int = 50
+    window: int = 5
+    position_decay: float = 0.7
+    backward_weight: float = 0.5
+    max_basket_lines: int = 50
+    # Scoring of a session's candidates.
+    recency_decay: float = 0.8
+    bought_together_weight: float = 1.0
+    user_history_weight: float = 1.0
+    user_neighbors_weight: float = 0.5
+    exclude_cart_items: bool = True
+    exclude_seen_items: bool = True
+    # Event ids remembered for de-duplication.
+    dedup_window: int = 100_000
+
+    def validate(self) -> None:
+        for name in ("weight_view", "weight_click", "weight_add_to_cart", "weight_purchase"):
+            _check_range(f"model.{name}", getattr(self, name), 0, 1e6)
+        _check_range("model.popularity_half_life_s", self.popularity_half_life_s, 1, 1e10)
+        _check_range("model.similarity_half_life_s", self.similarity_half_life_s, 1, 1e10)
+        _check_range("model.neighbors", self.neighbors, 1, 1000)
+        _check_range("model.window", self.window, 1, 100)
+        _check_range("model.position_decay", self.position_decay, 0, 1)
+        _check_range("model.backward_weight", self.backward_weight, 0, 1)
+        _check_range("model.max_basket_lines", self.max_basket_lines, 1, 500)
+        _check_range("model.recency_decay", self.recency_decay, 0, 1)
+        for name in ("bought_together_weight", "user_history_weight", "user_neighbors_weight"):
+            _check_range(f"model.{name}", getattr(self, name), 0, 1e6)
+        _check_range("model.dedup_window", self.dedup_window, 0, 100_000_000)
+
+
+@dataclass(frozen=True)
+class SessionsConfig:
+    ttl_s: float = 1800.0
+    max_sessions: int = 100_000
+    max_events: int = 20
+    max_user_items: int = 200
+
+    def validate(self) -> None:
+        _check_range("sessions.ttl_s", self.ttl_s, 1, 1e9)
+        _check_range("sessions.max_sessions", self.max_sessions, 1, 100_000_000)
+        _check_range("sessions.max_events", self.max_events, 1, 1000)
+        _check_range("sessions.max_user_items", self.max_user_items, 1, 100_000)
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    secret_keys: tuple[str, ...] = ()
+    public_keys: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    public_rate_per_s: float = 50.0
+    public_burst: int = 100
+
+    def validate(self) -> None:
+        _check_range("auth.public_rate_per_s", self.public_rate_per_s, 0, 1e6)
+        _check_range("auth.public_burst", self.public_burst, 0, 10**6)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    # "auto" means console on a terminal, json otherwise.
+    format: str = "auto"
+
+    def validate(self) -> None:
+        if self.level not in ("debug", "info", "warning", "error", "critical"):
+            raise ConfigError("log.level", "must be debug, info, warning, error or critical")
+        if self.format not in ("auto", "json", "console"):
+            raise ConfigError("log.format", "must be auto, json or console")
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sessions: SessionsConfig = field(default_factory=SessionsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    source: str = "defaults"
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker.url == "memory://" or self.store.url.startswith("file://")
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+        """Read `path` (or ./config.toml if it exists), then apply env overrides."""
+        env = os.environ if env is None else env
+        data: dict[str, Any] = {}
+        source = "defaults"
+        if path is None and Path("config.toml").is_file():
+            path = "config.toml"
+        if path is not None:
+            try:
+                with open(path, "rb") as f:
+                    data = tomllib.load(f)
+            except OSError as exc:
+                raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from exc
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
+            source = str(path)
+        return cls.from_mapping(data, env, source=source)
+
+    @classmethod
+    def from_mapping(
+        cls, data: Mapping[str, Any], env: Mapping[str, str] | None = None, source: str = "dict"
+    ) -> Config:
+        env = {} if env is None else env
+        sections: dict[str, Any] = {}
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name == "source":
+                continue
+            raw = data.get(f.name, {})
+            if not isinstance(raw, Mapping):
+                raise ConfigError(f.name, "must be a table")
+            section = _build_section(f.name, hints[f.name], raw, env)
+            section.validate()
+            sections[f.name] = section
+        unknown = set(data) - set(sections)
+        if unknown:
+            raise ConfigError(sorted(unknown)[0], "unknown section")
+        return cls(**sections, source=source)
+
+
+def _build_section(name: str, klass: Any, raw: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    hints = typing.get_type_hints(klass)
+    names = {f.name for f in dataclasses.fields(klass)}
+    for key in raw:
+        if key not in names:
+            raise ConfigError(f"{name}.{key}", "unknown key")
+    values: dict[str, Any] = {}
+    for key in names:
+        env_name = f"{ENV_PREFIX}{name.upper()}__{key.upper()}"
+        if env_name in env:
+            values[key] = _from_env(f"{name}.{key}", hints[key], env[env_name])
+        elif key in raw:
+            values[key] = _coerce(f"{name}.{key}", hints[key], raw[key])
+    return klass(**values)
+
+
+def _from_env(key: str, hint: Any, text: str) -> Any:
+    if _is_str_tuple(hint):
+        return tuple(part.strip() for part in text.split(",") if part.strip())
+    if hint is bool:
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(key, f"expected true or false, got {text!r}")
+    if hint in (int, float):
+        try:
+            return hint(text)
+        except ValueError:
+            raise ConfigError(key, f"expected a number, got {text!r}") from None
+    return text
+
+
+def _coerce(key: str, hint: Any, value: Any) -> Any:
+    if _is_str_tuple(hint):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(key, "expected a list of strings")
+        return tuple(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, "expected true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, "expected an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(key, "expected a number")
+        return float(value)
+    if not isinstance(value, str):
+        raise ConfigError(key, "expected a string")
+    return value
+
+
+def _is_str_tuple(hint: Any) -> bool:
+    return typing.get_origin(hint) is tuple or isinstance(hint, types.GenericAlias)
+
+
+def _check_range(key: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ConfigError(key, f"must be between {low:g} and {high:g}, got {value!r}")
+
+
+def _is_max_age(text: str) -> bool:
+    return len(text) >= 2 and text[:-1].isdigit() and text[-1] in "YMDhms"

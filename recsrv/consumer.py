@@ -1,0 +1,124 @@
+"""The consumer: reads the event log from the model's offset and applies it.
+
+Each message is decoded once; its valid events are applied in order and its invalid
+elements are copied, with their reasons, to the invalid-events exchange. A message
+counts as applied only once every element is either in the state or recorded as
+invalid, so nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import structlog
+
+from recsrv.broker import Delivery, EventLog, InvalidCopy
+from recsrv.config import BrokerConfig
+from recsrv.errors import BrokerError
+from recsrv.events import Decoded, Invalid, decode_body
+from recsrv.metrics import Metrics
+from recsrv.model import Model
+
+logger = structlog.get_logger("recsrv.consumer")
+
+# Events applied between two yields to the event loop: a 10,000-event message must
+# not hold the loop for longer than a few milliseconds.
+APPLY_SLICE = 256
+RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+class Consumer:
+    def __init__(
+        self,
+        log: EventLog,
+        model: Model,
+        config: BrokerConfig,
+        metrics: Metrics,
+        on_applied: Callable[[Delivery], None] | None = None,
+    ) -> None:
+        self.log = log
+        self.model = model
+        self.config = config
+        self.metrics = metrics
+        self.on_applied = on_applied
+        # Reasons already logged: an invalid element is logged once per reason, not
+        # once per element, so a flood of bad input cannot flood the logs.
+        self._logged_reasons: set[str] = set()
+        # Held while a message is half applied: a snapshot of the state (a checkpoint)
+        # must see whole messages only, or a replay would count events twice.
+        self.lock = asyncio.Lock()
+
+    async def run(self) -> None:
+        """Consume forever; on a broker failure, reconnect with back-off and resume."""
+        failures = 0
+        while True:
+            start = self.model.offset + 1 if self.model.offset >= 0 else None
+            try:
+                async for delivery in self.log.consume(start):
+                    await self.apply(delivery)
+                    failures = 0
+                return
+            except BrokerError as exc:
+                delay = RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S) - 1)]
+                failures += 1
+                logger.warning("consumer_failed", error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                await self._reconnect()
+
+    async def _reconnect(self) -> None:
+        try:
+            await self.log.close()
+            await self.log.start()
+        except BrokerError as exc:
+            logger.warning("reconnect_failed", error=str(exc))
+
+    async def apply(self, delivery: Delivery) -> None:
+        """Apply one message, unless the model already holds it."""
+        if delivery.offset <= self.model.offset:
+            return
+        self.metrics.messages_consumed.inc()
+        default_ts = delivery.timestamp if delivery.timestamp is not None else time.time()
+        decoded = decode_body(
+            delivery.body, default_ts=default_ts, max_elements=self.config.max_message_events
+        )
+        for invalid in decoded.invalid:
+            await self._record_invalid(delivery.offset, invalid)
+        async with self.lock:
+            await self._apply_events(decoded)
+            self.model.offset = delivery.offset
+        self.metrics.model_offset.set(delivery.offset)
+        self.metrics.model_events.set(self.model.events)
+        if self.on_applied is not None:
+            self.on_applied(delivery)
+
+    async def _apply_events(self, decoded: Decoded) -> None:
+        for position, event in enumerate(decoded.events):
+            if position and position % APPLY_SLICE == 0:
+                await asyncio.sleep(0)
+            if self.model.apply(event):
+                self.metrics.events_applied.labels(event.type).inc()
+            else:
+                self.metrics.events_duplicate.inc()
+
+    async def _record_invalid(self, offset: int, invalid: Invalid) -> None:
+        self.metrics.events_invalid.labels(invalid.code).inc()
+        if invalid.reason not in self._logged_reasons and len(self._logged_reasons) < 10_000:
+            self._logged_reasons.add(invalid.reason)
+            logger.warning(
+                "invalid_event",
+                offset=offset,
+                index=invalid.index,
+                field=invalid.field,
+                reason=invalid.reason,
+            )
+        copy = InvalidCopy(
+            element=invalid.element,
+            reason=invalid.reason,
+            code=invalid.code,
+            field=invalid.field,
+            index=invalid.index,
+            offset=offset,
+        )
+        await self.log.publish_invalid(copy)

@@ -1,0 +1,34 @@
+"""What the request handlers share: the live model and the adapters around it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from recsrv.broker import EventLog
+from recsrv.config import Config
+from recsrv.consumer import Consumer
+from recsrv.metrics import Metrics
+from recsrv.model import Model
+
+
+@dataclass
+class Runtime:
+    config: Config
+    log: EventLog
+    model: Model
+    consumer: Consumer
+    metrics: Metrics
+    # Set once the state is restored (from the newest checkpoint, when there is one).
+    restored: bool = False
+    # Why the process is not ready, besides consumer lag (e.g. "broker unreachable").
+    problems: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, config: Config, log: EventLog) -> Runtime:
+        model = Model(config.model, config.sessions)
+        metrics = Metrics()
+        consumer = Consumer(log, model, config.broker, metrics)
+        return cls(config=config, log=log, model=model, consumer=consumer, metrics=metrics)
+
+    def model_info(self) -> dict[str, int]:
+        return {"offset": self.model.offset, "events": self.model.events}

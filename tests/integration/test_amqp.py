@@ -1,0 +1,125 @@
+"""Against the real RabbitMQ: topology, publishing over AMQP, invalid input, replay."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aio_pika
+import orjson
+from aiohttp.test_utils import TestClient
+
+from recsrv.config import BrokerConfig
+from tests.conftest import AMQP_URL, ServerFactory, wait_for_events
+
+Client = TestClient[Any, Any]
+TS = 1_700_000_000
+
+
+def view(session: str, item: str, n: int = 0) -> dict[str, Any]:
+    return {"type": "view", "session_id": session, "item_id": item, "ts": TS + n}
+
+
+async def read_invalid(config: BrokerConfig, count: int) -> list[aio_pika.abc.AbstractMessage]:
+    """Take `count` messages from the invalid-events queue (waiting up to 10 s)."""
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(config.invalid_exchange)
+        messages: list[aio_pika.abc.AbstractMessage] = []
+        for _ in range(500):
+            message = await queue.get(no_ack=True, fail=False)
+            if message is not None:
+                messages.append(message)
+                if len(messages) == count:
+                    return messages
+            else:
+                await asyncio.sleep(0.02)
+        raise AssertionError(f"only {len(messages)} of {count} invalid copies arrived")
+
+
+async def test_declares_topology(make_server: ServerFactory, amqp_config: BrokerConfig) -> None:
+    await make_server(broker=amqp_config)
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        # Passive declares fail unless the objects exist; the stream's arguments must match.
+        await channel.declare_exchange(amqp_config.exchange, passive=True)
+        await channel.declare_exchange(amqp_config.invalid_exchange, passive=True)
+        await channel.declare_queue(amqp_config.invalid_exchange, passive=True)
+        stream = await channel.declare_queue(
+            amqp_config.queue,
+            durable=True,
+            arguments={"x-queue-type": "stream", "x-max-age": amqp_config.max_age},
+        )
+        assert stream.name == amqp_config.queue
+
+
+async def test_amqp_object_and_array_messages_are_applied(
+    make_server: ServerFactory, amqp_config: BrokerConfig, amqp_publish: Any
+) -> None:
+    client = await make_server(broker=amqp_config)
+    await amqp_publish(view("s1", "a", 0))
+    await amqp_publish([view("s1", "b", 1), view("s2", "a", 2), view("s2", "b", 3)])
+    model = await wait_for_events(client, 4)
+    assert model["offset"] >= 1
+    response = await client.get("/v1/items/a/similar")
+    body = await response.json()
+    assert [i["item_id"] for i in body["items"]] == ["b"]
+
+
+async def test_invalid_elements_are_dead_lettered_and_valid_ones_applied(
+    make_server: ServerFactory, amqp_config: BrokerConfig, amqp_publish: Any
+) -> None:
+    client = await make_server(broker=amqp_config)
+    await amqp_publish([view("s1", "a"), {"type": "teleport", "session_id": "s1"},
+                        view("s1", "b", 1), {"type": "view", "session_id": "s1"}])
+    await amqp_publish(b"\xff\xfe not json")
+    await amqp_publish(b'{"type": "view", "session_id": "s2", "item_id": "c", "ts": "nope"}')
+    await amqp_publish(view("s3", "d"))
+    await wait_for_events(client, 3)
+    copies = await read_invalid(amqp_config, 4)
+    reasons = [(m.headers["x-recsrv-code"], m.headers.get("x-recsrv-field")) for m in copies]
+    assert reasons == [("invalid", "type"), ("invalid", "item_id"), ("malformed", None),
+                       ("invalid", "ts")]
+    assert orjson.loads(copies[0].body) == {"type": "teleport", "session_id": "s1"}
+    assert copies[0].headers["x-recsrv-index"] == 1
+    assert copies[2].body == b"\xff\xfe not json"
+    assert all(isinstance(m.headers["x-recsrv-reason"], str | bytes) for m in copies)
+    metrics = await (await client.get("/metrics")).text()
+    assert 'recsrv_events_invalid_total{code="invalid"} 3.0' in metrics
+    assert 'recsrv_events_invalid_total{code="malformed"} 1.0' in metrics
+    # The consumer survived: the valid event after the bad messages was applied.
+    item = await (await client.get("/v1/items/d")).json()
+    assert item["counters"]["view"] == 1
+
+
+async def test_restart_rebuilds_state_from_the_stream(
+    make_server: ServerFactory, amqp_config: BrokerConfig, amqp_publish: Any
+) -> None:
+    first = await make_server(broker=amqp_config)
+    events = [view(f"s{n % 7}", f"i{n % 13}", n) for n in range(300)]
+    for start in range(0, 300, 50):
+        await amqp_publish(events[start : start + 50])
+    await wait_for_events(first, 300)
+    before = await (await first.get("/v1/recommendations", params={"session_id": "s3"})).json()
+    await first.close()
+    second = await make_server(broker=amqp_config)
+    await wait_for_events(second, 300)
+    after = await (await second.get("/v1/recommendations", params={"session_id": "s3"})).json()
+    assert after == before
+    assert after["model"]["events"] == 300
+
+
+async def test_duplicate_event_ids_are_applied_once(
+    make_server: ServerFactory, amqp_config: BrokerConfig, amqp_publish: Any
+) -> None:
+    client = await make_server(broker=amqp_config)
+    event = {**view("s1", "a"), "event_id": "e-1"}
+    await amqp_publish(event)
+    await amqp_publish([event, {**view("s1", "b", 1), "event_id": "e-2"}])
+    await wait_for_events(client, 2)
+    await asyncio.sleep(0.2)
+    item = await (await client.get("/v1/items/a")).json()
+    assert item["counters"]["view"] == 1
+    assert item["model"]["events"] == 2

@@ -1,0 +1,189 @@
+"""The REST API end to end, in embedded mode and against the real RabbitMQ.
+
+Writes go through the event log and come back through the consumer, so every test
+here exercises publish → stream → decode → state → REST.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import JSON, post_events, wait_for_events
+
+Client = TestClient[Any, Any]
+
+
+def browse(session: str, items: list[str], ts: float = 1_700_000_000.0, kind: str = "view"):
+    return [
+        {"type": kind, "session_id": session, "item_id": item, "ts": ts + i}
+        for i, item in enumerate(items)
+    ]
+
+
+async def get_json(client: Client, path: str, status: int = 200, **params: str) -> Any:
+    response = await client.get(path, params=params)
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/json"
+    return await response.json()
+
+
+async def test_posted_events_change_recommendations(client: Client) -> None:
+    before = await get_json(client, "/v1/recommendations", session_id="s-new")
+    assert before["items"] == []
+    assert before["strategy"] == "popular"
+    history = []
+    for n in range(5):
+        history += browse(f"old-{n}", ["shoe", "sock", "lace"], ts=1_700_000_000 + 100 * n)
+    answer = await post_events(client, history)
+    assert answer == {"accepted": 15}
+    await post_events(client, {"type": "view", "session_id": "s-new", "item_id": "shoe",
+                               "ts": 1_700_001_000})
+    model = await wait_for_events(client, 16)
+    recs = await get_json(client, "/v1/recommendations", session_id="s-new", k="2")
+    assert recs["strategy"] == "session"
+    assert [i["item_id"] for i in recs["items"]] == ["sock", "lace"]
+    assert recs["items"][0]["reason"] == "similar_to:shoe"
+    assert recs["model"]["events"] == 16
+    assert recs["model"]["offset"] == model["offset"] >= 1
+    similar = await get_json(client, "/v1/items/shoe/similar", k="1")
+    assert [i["item_id"] for i in similar["items"]] == ["sock"]
+
+
+async def test_catalog_writes_and_item_endpoint(client: Client) -> None:
+    response = await client.put(
+        "/v1/items/lamp",
+        data=orjson.dumps({"title": "Desk lamp", "category": "home", "price": 25.5}),
+        headers=JSON,
+    )
+    assert response.status == 202, await response.text()
+    assert await response.json() == {"accepted": 1}
+    await post_events(client, browse("s1", ["lamp", "lamp"]))
+    await wait_for_events(client, 3)
+    item = await get_json(client, "/v1/items/lamp")
+    assert item["title"] == "Desk lamp"
+    assert item["category"] == "home"
+    assert item["price"] == 25.5
+    assert item["in_stock"] is True
+    assert item["counters"]["view"] == 2
+    popular = await get_json(client, "/v1/popular", category="home")
+    assert [i["item_id"] for i in popular["items"]] == ["lamp"]
+    assert (await get_json(client, "/v1/popular", category="garden"))["items"] == []
+
+    response = await client.delete("/v1/items/lamp")
+    assert response.status == 202
+    await wait_for_events(client, 4)
+    await get_json(client, "/v1/items/lamp", status=404)
+    assert (await get_json(client, "/v1/popular"))["items"] == []
+
+
+async def test_out_of_stock_items_are_not_recommended(client: Client) -> None:
+    await post_events(client, browse("s1", ["a", "b", "c"]) + browse("s2", ["a", "b", "c"]))
+    response = await client.put(
+        "/v1/items/b", data=orjson.dumps({"in_stock": False}), headers=JSON
+    )
+    assert response.status == 202
+    await post_events(client, browse("s3", ["a"], ts=1_700_000_100))
+    await wait_for_events(client, 8)
+    recs = await get_json(client, "/v1/recommendations", session_id="s3")
+    ids = [i["item_id"] for i in recs["items"]]
+    assert "b" not in ids
+    assert "a" not in ids  # already seen in the session
+    assert ids == ["c"]
+
+
+async def test_user_history_and_forget(client: Client) -> None:
+    await post_events(
+        client,
+        [
+            {"type": "purchase", "session_id": "old", "user_id": "u1",
+             "items": [{"item_id": "milk"}, {"item_id": "eggs"}], "ts": 1_700_000_000},
+            {"type": "view", "session_id": "other", "item_id": "bread", "ts": 1_700_000_001},
+        ],
+    )
+    await wait_for_events(client, 2)
+    recs = await get_json(client, "/v1/recommendations", user_id="u1")
+    assert recs["strategy"] == "user"
+    reasons = {i["item_id"]: i["reason"] for i in recs["items"]}
+    assert reasons["milk"] == reasons["eggs"] == "bought_before"
+    response = await client.delete("/v1/users/u1")
+    assert response.status == 202
+    await wait_for_events(client, 3)
+    recs = await get_json(client, "/v1/recommendations", user_id="u1")
+    assert recs["strategy"] == "popular"
+    assert all(i["reason"] == "popular" for i in recs["items"])
+
+
+async def test_invalid_requests_get_clear_errors_and_publish_nothing(client: Client) -> None:
+    good = {"type": "view", "session_id": "s", "item_id": "x"}
+    bad = {"type": "view", "item_id": "x"}
+    response = await client.post("/v1/events", data=orjson.dumps([good, bad]), headers=JSON)
+    assert response.status == 400
+    body = await response.json()
+    assert body["error"] == "invalid_events"
+    assert body["details"] == [
+        {"index": 1, "field": "session_id", "reason": body["details"][0]["reason"]}
+    ]
+    response = await client.post("/v1/events", data=b"{not json", headers=JSON)
+    assert response.status == 400
+    assert (await response.json())["error"] == "malformed_body"
+    response = await client.post("/v1/events", data=b"\xff\xfe", headers=JSON)
+    assert response.status == 400
+    response = await client.post(
+        "/v1/events", data=orjson.dumps(good), headers={"Content-Type": "application/xml"}
+    )
+    assert response.status == 415
+    response = await client.post("/v1/events", data=orjson.dumps([good] * 1001), headers=JSON)
+    assert response.status == 413
+    response = await client.post("/v1/events", data=b"[" + b" " * (5 << 20) + b"]", headers=JSON)
+    assert response.status == 413
+    assert (await response.json())["error"] == "payload_too_large"
+    # Nothing of the above reached the state.
+    await post_events(client, good)
+    model = await wait_for_events(client, 1)
+    assert model["events"] == 1
+
+
+async def test_parameter_and_routing_errors(client: Client) -> None:
+    for k in ("0", "101", "x", "-1"):
+        body = await get_json(client, "/v1/popular", status=400, k=k)
+        assert body["error"] == "invalid_parameter"
+        assert body["details"][0]["field"] == "k"
+    await get_json(client, "/v1/recommendations", status=400, session_id="s" * 129)
+    body = await get_json(client, "/v1/items/nope", status=404)
+    assert body["error"] == "item_not_found"
+    await get_json(client, "/v1/items/nope/similar", status=404)
+    await get_json(client, "/v1/items/nope/bought-together", status=404)
+    await get_json(client, "/v1/no-such-path", status=404)
+    response = await client.post("/v1/popular")
+    assert response.status == 405
+    assert (await response.json())["error"] == "method_not_allowed"
+    response = await client.put("/v1/items/x", data=b"[1]", headers=JSON)
+    assert response.status == 400
+    response = await client.put(
+        "/v1/items/x", data=orjson.dumps({"price": -1}), headers=JSON
+    )
+    assert response.status == 400
+    assert (await response.json())["details"][0]["field"] == "item.price"
+
+
+async def test_operational_endpoints(client: Client) -> None:
+    assert (await get_json(client, "/healthz"))["status"] == "ok"
+    await post_events(client, browse("s", ["a", "b"]))
+    await wait_for_events(client, 2)
+    ready = await get_json(client, "/readyz")
+    assert ready["status"] == "ready"
+    assert ready["lag"] == 0
+    document = await get_json(client, "/openapi.json")
+    assert document["openapi"].startswith("3.")
+    for path in ("/v1/recommendations", "/v1/items/{item_id}/similar",
+                 "/v1/items/{item_id}/bought-together", "/v1/popular", "/v1/items/{item_id}",
+                 "/v1/users/{user_id}", "/v1/events", "/healthz", "/readyz", "/metrics"):
+        assert path in document["paths"], path
+    response = await client.get("/metrics")
+    assert response.status == 200
+    text = await response.text()
+    assert 'recsrv_events_applied_total{type="view"} 2.0' in text
+    assert "recsrv_events_published_total 2.0" in text

@@ -1,0 +1,105 @@
+"""`recsrv run` as a user starts it: a real process, real signals, real HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start(tmp_path: Path, *args: str, **env: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "recsrv", "run", *args],
+        cwd=tmp_path,
+        env={**os.environ, "RECSRV_LOG__FORMAT": "json", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def http(method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, method=method)
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def wait_healthy(base: str, process: subprocess.Popen[bytes]) -> None:
+    for _ in range(200):
+        assert process.poll() is None, process.stderr.read() if process.stderr else b""
+        try:
+            if http("GET", base + "/healthz")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("recsrv did not become healthy")
+
+
+def test_run_starts_embedded_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    process = start(tmp_path, RECSRV_SERVER__PORT=str(port))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, process)
+        event = {"type": "view", "session_id": "s", "item_id": "a"}
+        status, body = http("POST", base + "/v1/events", orjson.dumps(event))
+        assert (status, orjson.loads(body)) == (202, {"accepted": 1})
+        for _ in range(100):
+            status, body = http("GET", base + "/v1/items/a")
+            if status == 200:
+                break
+            time.sleep(0.02)
+        assert orjson.loads(body)["counters"]["view"] == 1
+        assert http("GET", base + "/readyz")[0] == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, _ = process.communicate(timeout=15)
+    assert process.returncode == 0
+    lines = [orjson.loads(line) for line in stdout.splitlines()]
+    assert lines[0]["event"] == "starting"
+    assert lines[0]["mode"] == "embedded"
+    assert "memory://" in lines[0]["broker"]
+    assert lines[-1]["event"] == "stopped"
+
+
+def test_invalid_configuration_stops_start_up_naming_the_key(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text("[server]\nport = 99999\n")
+    process = start(tmp_path)
+    _, stderr = process.communicate(timeout=15)
+    assert process.returncode == 2
+    assert b"server.port" in stderr
+    process = start(tmp_path, "--config", str(tmp_path / "none.toml"))
+    _, stderr = process.communicate(timeout=15)
+    assert process.returncode == 2
+    assert b"cannot read" in stderr
+
+
+def test_unreachable_broker_stops_start_up_with_a_clear_message(tmp_path: Path) -> None:
+    process = start(
+        tmp_path,
+        RECSRV_BROKER__URL=f"amqp://guest:secret@127.0.0.1:{free_port()}/",
+        RECSRV_BROKER__CONNECT_TIMEOUT_S="2",
+        RECSRV_SERVER__PORT=str(free_port()),
+    )
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert b"cannot set up RabbitMQ" in stderr
+    assert b"secret" not in stderr
