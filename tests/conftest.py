@@ -90,14 +90,12 @@ async def make_server() -> AsyncIterator[ServerFactory]:
 
 @pytest.fixture(params=["memory", "amqp"])
 async def client(
-    request: pytest.FixtureRequest, make_server: ServerFactory, broker_names: dict[str, str]
-) -> AsyncIterator[TestClient[Any, Any]]:
+    request: pytest.FixtureRequest, make_server: ServerFactory, amqp_config: BrokerConfig
+) -> TestClient[Any, Any]:
     """The server in embedded mode and against the real RabbitMQ: same behaviour."""
     if request.param == "memory":
-        yield await make_server()
-        return
-    amqp_config = request.getfixturevalue("amqp_config")
-    yield await make_server(broker=amqp_config)
+        return await make_server()
+    return await make_server(broker=amqp_config)
 
 
 async def wait_for_events(

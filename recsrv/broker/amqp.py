@@ -109,30 +109,47 @@ class AmqpEventLog:
             raise BrokerError(f"publish to {name!r} failed: {exc!r}") from exc
 
     async def consume(self, start_offset: int | None) -> AsyncIterator[Delivery]:
-        connection = self._require(self._connection)
-        channel = await connection.channel()
-        # A stream refuses a consumer without a prefetch limit.
-        await channel.set_qos(prefetch_count=self.config.prefetch)
-        queue = await channel.get_queue(self.config.queue, ensure=False)
         start: int | str = "first" if start_offset is None else int(start_offset)
+        # Not aio-pika's queue iterator: on close it nacks what it buffered, and a
+        # stream answers a nack by closing the whole connection. Deliveries not yet
+        # acked are simply dropped with the channel; the offset is ours to keep.
+        inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        channel, closed = await self._open_consumer(start, self.config.prefetch, inbox)
         unacked: AbstractIncomingMessage | None = None
         pending = 0
         try:
-            async with queue.iterator(arguments={"x-stream-offset": start}) as messages:
-                async for message in messages:
-                    yield _delivery(message)
-                    # The caller asked for the next message: this one is processed.
-                    unacked, pending = message, pending + 1
-                    if pending >= self.config.ack_every:
-                        await message.ack(multiple=True)
-                        unacked, pending = None, 0
+            while True:
+                message = await _next_message(inbox, closed)
+                yield _delivery(message)
+                # The caller asked for the next message: this one is processed.
+                unacked, pending = message, pending + 1
+                if pending >= self.config.ack_every:
+                    await message.ack(multiple=True)
+                    unacked, pending = None, 0
         except AMQP_ERRORS as exc:
             raise BrokerError(f"consuming {self.config.queue!r} failed: {exc!r}") from exc
         finally:
-            if unacked is not None and not channel.is_closed:
-                await unacked.ack(multiple=True)
-            if not channel.is_closed:
-                await channel.close()
+            await _close_quietly(channel, unacked)
+
+    async def _open_consumer(
+        self,
+        start: int | str,
+        prefetch: int,
+        inbox: asyncio.Queue[AbstractIncomingMessage],
+    ) -> tuple[AbstractChannel, asyncio.Future[Any]]:
+        """A channel of its own consuming the stream from `start` into `inbox`."""
+        connection = self._require(self._connection)
+        try:
+            channel = await connection.channel()
+            closed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            channel.close_callbacks.add(lambda _, exc: closed.done() or closed.set_result(exc))
+            # A stream refuses a consumer without a prefetch limit.
+            await channel.set_qos(prefetch_count=prefetch)
+            queue = await channel.get_queue(self.config.queue, ensure=False)
+            await queue.consume(inbox.put, arguments={"x-stream-offset": start})
+        except AMQP_ERRORS as exc:
+            raise BrokerError(f"cannot consume {self.config.queue!r}: {exc!r}") from exc
+        return channel, closed
 
     async def end_offset(self) -> int:
         now = time.monotonic()
@@ -150,15 +167,15 @@ class AmqpEventLog:
 
     async def _first_offset(self) -> int:
         """The offset of the oldest retained message (retention moves it forward)."""
-        connection = self._require(self._connection)
-        async with connection.channel() as channel:
-            await channel.set_qos(prefetch_count=1)
-            queue = await channel.get_queue(self.config.queue, ensure=False)
-            async with queue.iterator(arguments={"x-stream-offset": "first"}) as messages:
-                async for message in messages:
-                    await message.ack()
-                    return int(_header_offset(message))
-        return 0
+        inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        channel, closed = await self._open_consumer("first", 1, inbox)
+        try:
+            message = await asyncio.wait_for(
+                _next_message(inbox, closed), self.config.connect_timeout_s
+            )
+            return _header_offset(message)
+        finally:
+            await _close_quietly(channel, None)
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
@@ -170,6 +187,33 @@ class AmqpEventLog:
         if value is None:
             raise BrokerError("the RabbitMQ connection is not open")
         return value
+
+
+async def _next_message(
+    inbox: asyncio.Queue[AbstractIncomingMessage], closed: asyncio.Future[Any]
+) -> AbstractIncomingMessage:
+    """The next delivery, or BrokerError if the channel closes first."""
+    if inbox.empty():
+        getter = asyncio.ensure_future(inbox.get())
+        await asyncio.wait((getter, closed), return_when=asyncio.FIRST_COMPLETED)
+        if not getter.done():
+            getter.cancel()
+            raise BrokerError(f"the consumer channel closed: {closed.result()!r}")
+        return getter.result()
+    return inbox.get_nowait()
+
+
+async def _close_quietly(
+    channel: AbstractChannel | None, unacked: AbstractIncomingMessage | None
+) -> None:
+    if channel is None or channel.is_closed:
+        return
+    try:
+        if unacked is not None:
+            await unacked.ack(multiple=True)
+        await channel.close()
+    except AMQP_ERRORS:
+        pass  # the connection is going away anyway
 
 
 def _header_offset(message: AbstractIncomingMessage) -> int:

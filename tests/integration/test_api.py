@@ -6,6 +6,7 @@ here exercises publish → stream → decode → state → REST.
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import orjson
@@ -137,7 +138,9 @@ async def test_invalid_requests_get_clear_errors_and_publish_nothing(client: Cli
     assert response.status == 415
     response = await client.post("/v1/events", data=orjson.dumps([good] * 1001), headers=JSON)
     assert response.status == 413
-    response = await client.post("/v1/events", data=b"[" + b" " * (5 << 20) + b"]", headers=JSON)
+    response = await client.post(
+        "/v1/events", data=io.BytesIO(b"[" + b" " * (5 << 20) + b"]"), headers=JSON
+    )
     assert response.status == 413
     assert (await response.json())["error"] == "payload_too_large"
     # Nothing of the above reached the state.

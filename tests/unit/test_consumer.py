@@ -1,0 +1,86 @@
+"""The consumer over the embedded event log: offsets, invalid input, slicing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+
+from recsrv.broker import Delivery
+from recsrv.broker.memory import MemoryEventLog
+from recsrv.config import BrokerConfig, ModelConfig, SessionsConfig
+from recsrv.consumer import Consumer
+from recsrv.metrics import Metrics
+from recsrv.model import Model
+
+
+def make_consumer() -> tuple[Consumer, MemoryEventLog]:
+    log = MemoryEventLog()
+    model = Model(ModelConfig(), SessionsConfig())
+    return Consumer(log, model, BrokerConfig(), Metrics()), log
+
+
+def view(session: str, item: str, **extra: object) -> dict[str, object]:
+    return {"type": "view", "session_id": session, "item_id": item, "ts": 1e9, **extra}
+
+
+async def test_applies_valid_elements_and_copies_invalid_ones_with_reasons() -> None:
+    consumer, log = make_consumer()
+    body = orjson.dumps([view("s", "a"), {"type": "view"}, view("s", "b")])
+    await consumer.apply(Delivery(offset=7, body=body, timestamp=None))
+    assert consumer.model.offset == 7
+    assert consumer.model.events == 2
+    assert [(c.index, c.field, c.offset) for c in log.invalid] == [(1, "session_id", 7)]
+    assert orjson.loads(log.invalid[0].element) == {"type": "view"}
+    assert log.invalid[0].reason
+
+
+async def test_a_message_already_applied_is_skipped() -> None:
+    consumer, _ = make_consumer()
+    body = orjson.dumps(view("s", "a"))
+    await consumer.apply(Delivery(offset=3, body=body, timestamp=None))
+    await consumer.apply(Delivery(offset=3, body=body, timestamp=None))
+    await consumer.apply(Delivery(offset=2, body=body, timestamp=None))
+    assert consumer.model.events == 1
+    assert consumer.model.offset == 3
+
+
+async def test_missing_ts_defaults_to_the_message_timestamp() -> None:
+    consumer, _ = make_consumer()
+    body = orjson.dumps({"type": "view", "session_id": "s", "item_id": "a"})
+    await consumer.apply(Delivery(offset=0, body=body, timestamp=1_234_567.0))
+    assert consumer.model.clock == 1_234_567.0
+
+
+async def test_whole_malformed_body_is_copied_raw_and_consumption_goes_on() -> None:
+    consumer, log = make_consumer()
+    await log.publish(b"\xff\xfe{", "x")
+    await log.publish(orjson.dumps(view("s", "a")), "x")
+    task = asyncio.create_task(consumer.run())
+    for _ in range(100):
+        if consumer.model.offset == 1:
+            break
+        await asyncio.sleep(0.01)
+    await log.close()
+    await asyncio.wait_for(task, 1)
+    assert consumer.model.events == 1
+    assert [(c.code, c.element) for c in log.invalid] == [("malformed", b"\xff\xfe{")]
+
+
+async def test_large_message_yields_to_the_event_loop_while_applying() -> None:
+    consumer, _ = make_consumer()
+    body = orjson.dumps([view(f"s{i % 50}", f"i{i % 300}") for i in range(5000)])
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    await consumer.apply(Delivery(offset=0, body=body, timestamp=None))
+    task.cancel()
+    assert consumer.model.events == 5000
+    # 5000 events in slices of 256: the loop ran other tasks in between.
+    assert ticks >= 5000 // 256
