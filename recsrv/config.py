@@ -101,6 +101,9 @@ class ModelConfig:
     bought_together_weight: float = 1.0
     user_history_weight: float = 1.0
     user_neighbors_weight: float = 0.5
+    # How many of a user's heaviest profile items lend their similar rows to a list
+    # (bounds the work of a request for a user with a long history).
+    user_neighbor_items: int = 30
     exclude_cart_items: bool = True
     exclude_seen_items: bool = True
     # Event ids remembered for de-duplication.
@@ -119,6 +122,7 @@ class ModelConfig:
         _check_range("model.recency_decay", self.recency_decay, 0, 1)
         for name in ("bought_together_weight", "user_history_weight", "user_neighbors_weight"):
             _check_range(f"model.{name}", getattr(self, name), 0, 1e6)
+        _check_range("model.user_neighbor_items", self.user_neighbor_items, 0, 100_000)
         _check_range("model.dedup_window", self.dedup_window, 0, 100_000_000)
 
 

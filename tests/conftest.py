@@ -99,10 +99,10 @@ async def client(
 
 
 async def wait_for_events(
-    client: TestClient[Any, Any], events: int, timeout: float = 10.0
+    client: TestClient[Any, Any], events: int, within_s: float = 10.0
 ) -> dict[str, Any]:
     """Poll until the model has applied at least `events` events; return its info."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_s
     while True:
         response = await client.get("/v1/popular", params={"k": "1"})
         model: dict[str, Any] = (await response.json())["model"]

@@ -142,7 +142,12 @@ class AmqpEventLog:
         try:
             channel = await connection.channel()
             closed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            channel.close_callbacks.add(lambda _, exc: closed.done() or closed.set_result(exc))
+
+            def on_close(_: object, exc: BaseException | None) -> None:
+                if not closed.done():
+                    closed.set_result(exc)
+
+            channel.close_callbacks.add(on_close)
             # A stream refuses a consumer without a prefetch limit.
             await channel.set_qos(prefetch_count=prefetch)
             queue = await channel.get_queue(self.config.queue, ensure=False)

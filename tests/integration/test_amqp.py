@@ -72,16 +72,26 @@ async def test_invalid_elements_are_dead_lettered_and_valid_ones_applied(
     make_server: ServerFactory, amqp_config: BrokerConfig, amqp_publish: Any
 ) -> None:
     client = await make_server(broker=amqp_config)
-    await amqp_publish([view("s1", "a"), {"type": "teleport", "session_id": "s1"},
-                        view("s1", "b", 1), {"type": "view", "session_id": "s1"}])
+    await amqp_publish(
+        [
+            view("s1", "a"),
+            {"type": "teleport", "session_id": "s1"},
+            view("s1", "b", 1),
+            {"type": "view", "session_id": "s1"},
+        ]
+    )
     await amqp_publish(b"\xff\xfe not json")
     await amqp_publish(b'{"type": "view", "session_id": "s2", "item_id": "c", "ts": "nope"}')
     await amqp_publish(view("s3", "d"))
     await wait_for_events(client, 3)
     copies = await read_invalid(amqp_config, 4)
     reasons = [(m.headers["x-recsrv-code"], m.headers.get("x-recsrv-field")) for m in copies]
-    assert reasons == [("invalid", "type"), ("invalid", "item_id"), ("malformed", None),
-                       ("invalid", "ts")]
+    assert reasons == [
+        ("invalid", "type"),
+        ("invalid", "item_id"),
+        ("malformed", None),
+        ("invalid", "ts"),
+    ]
     assert orjson.loads(copies[0].body) == {"type": "teleport", "session_id": "s1"}
     assert copies[0].headers["x-recsrv-index"] == 1
     assert copies[2].body == b"\xff\xfe not json"

@@ -7,6 +7,7 @@ here exercises publish → stream → decode → state → REST.
 from __future__ import annotations
 
 import io
+import time
 from typing import Any
 
 import orjson
@@ -40,8 +41,9 @@ async def test_posted_events_change_recommendations(client: Client) -> None:
         history += browse(f"old-{n}", ["shoe", "sock", "lace"], ts=1_700_000_000 + 100 * n)
     answer = await post_events(client, history)
     assert answer == {"accepted": 15}
-    await post_events(client, {"type": "view", "session_id": "s-new", "item_id": "shoe",
-                               "ts": 1_700_001_000})
+    await post_events(
+        client, {"type": "view", "session_id": "s-new", "item_id": "shoe", "ts": 1_700_001_000}
+    )
     model = await wait_for_events(client, 16)
     recs = await get_json(client, "/v1/recommendations", session_id="s-new", k="2")
     assert recs["strategy"] == "session"
@@ -81,12 +83,15 @@ async def test_catalog_writes_and_item_endpoint(client: Client) -> None:
 
 
 async def test_out_of_stock_items_are_not_recommended(client: Client) -> None:
-    await post_events(client, browse("s1", ["a", "b", "c"]) + browse("s2", ["a", "b", "c"]))
-    response = await client.put(
-        "/v1/items/b", data=orjson.dumps({"in_stock": False}), headers=JSON
+    # Catalog writes over REST are stamped with the current time, and the model's
+    # clock is event time: the sessions must live in the same present.
+    now = time.time()
+    await post_events(
+        client, browse("s1", ["a", "b", "c"], now) + browse("s2", ["a", "b", "c"], now)
     )
+    response = await client.put("/v1/items/b", data=orjson.dumps({"in_stock": False}), headers=JSON)
     assert response.status == 202
-    await post_events(client, browse("s3", ["a"], ts=1_700_000_100))
+    await post_events(client, browse("s3", ["a"], ts=now + 100))
     await wait_for_events(client, 8)
     recs = await get_json(client, "/v1/recommendations", session_id="s3")
     ids = [i["item_id"] for i in recs["items"]]
@@ -99,8 +104,13 @@ async def test_user_history_and_forget(client: Client) -> None:
     await post_events(
         client,
         [
-            {"type": "purchase", "session_id": "old", "user_id": "u1",
-             "items": [{"item_id": "milk"}, {"item_id": "eggs"}], "ts": 1_700_000_000},
+            {
+                "type": "purchase",
+                "session_id": "old",
+                "user_id": "u1",
+                "items": [{"item_id": "milk"}, {"item_id": "eggs"}],
+                "ts": 1_700_000_000,
+            },
             {"type": "view", "session_id": "other", "item_id": "bread", "ts": 1_700_000_001},
         ],
     )
@@ -165,9 +175,7 @@ async def test_parameter_and_routing_errors(client: Client) -> None:
     assert (await response.json())["error"] == "method_not_allowed"
     response = await client.put("/v1/items/x", data=b"[1]", headers=JSON)
     assert response.status == 400
-    response = await client.put(
-        "/v1/items/x", data=orjson.dumps({"price": -1}), headers=JSON
-    )
+    response = await client.put("/v1/items/x", data=orjson.dumps({"price": -1}), headers=JSON)
     assert response.status == 400
     assert (await response.json())["details"][0]["field"] == "item.price"
 
@@ -181,9 +189,18 @@ async def test_operational_endpoints(client: Client) -> None:
     assert ready["lag"] == 0
     document = await get_json(client, "/openapi.json")
     assert document["openapi"].startswith("3.")
-    for path in ("/v1/recommendations", "/v1/items/{item_id}/similar",
-                 "/v1/items/{item_id}/bought-together", "/v1/popular", "/v1/items/{item_id}",
-                 "/v1/users/{user_id}", "/v1/events", "/healthz", "/readyz", "/metrics"):
+    for path in (
+        "/v1/recommendations",
+        "/v1/items/{item_id}/similar",
+        "/v1/items/{item_id}/bought-together",
+        "/v1/popular",
+        "/v1/items/{item_id}",
+        "/v1/users/{user_id}",
+        "/v1/events",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ):
         assert path in document["paths"], path
     response = await client.get("/metrics")
     assert response.status == 200

@@ -1,0 +1,273 @@
+"""The in-memory model: applies typed events to the state parts, in stream order.
+
+A thin coordinator. Each part lives in its own module under recsrv/state:
+ItemIndex (ids ↔ indices), Catalog (fields, availability, counters), Popularity,
+two NeighborTables (`similar`, learnt from browsing sequences, and
+`bought_together`, learnt from carts and purchases), Sessions and Users. The model's
+clock is event time, so the state is a pure function of the events applied.
+
+Pure code: numpy only, no I/O, no asyncio.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from recsrv.config import ModelConfig, SessionsConfig
+from recsrv.events import (
+    CatalogDelete,
+    CatalogUpsert,
+    Event,
+    Interaction,
+    LineItem,
+    UserForget,
+)
+from recsrv.state.catalog import TYPE_CODE, Catalog
+from recsrv.state.items import DEFAULT_CAPACITY, ItemIndex
+from recsrv.state.neighbors import NeighborTable
+from recsrv.state.popularity import Popularity
+from recsrv.state.sessions import Sessions
+from recsrv.state.users import CART_WEIGHT, PURCHASE_WEIGHT, Users
+
+VIEW, CLICK, ADD_TO_CART, REMOVE_FROM_CART, PURCHASE = (
+    TYPE_CODE[name] for name in ("view", "click", "add_to_cart", "remove_from_cart", "purchase")
+)
+
+
+class RecentIds:
+    """The last `size` event ids applied, for de-duplication (size 0 turns it off)."""
+
+    __slots__ = ("_order", "_seen", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._seen: set[str] = set()
+        self._order: deque[str] = deque()
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def add(self, event_id: str) -> bool:
+        """Remember `event_id`; False if it is already remembered."""
+        if event_id in self._seen:
+            return False
+        if self.size:
+            self._seen.add(event_id)
+            self._order.append(event_id)
+            if len(self._order) > self.size:
+                self._seen.discard(self._order.popleft())
+        return True
+
+
+class Model:
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        sessions_config: SessionsConfig,
+        *,
+        initial_capacity: int = DEFAULT_CAPACITY,
+    ) -> None:
+        self.config = model_config
+        self.sessions_config = sessions_config
+        self.offset = -1
+        self.events = 0
+        self.clock = 0.0
+        self.items = ItemIndex(initial_capacity)
+        capacity = self.items.capacity
+        self.catalog = Catalog(capacity)
+        self.popularity = Popularity(model_config.popularity_half_life_s, capacity)
+        self.similar = NeighborTable(
+            model_config.neighbors, model_config.similarity_half_life_s, capacity
+        )
+        self.bought_together = NeighborTable(
+            model_config.neighbors, model_config.similarity_half_life_s, capacity
+        )
+        self.sessions = Sessions(sessions_config)
+        self.users = Users(sessions_config.max_user_items)
+        self.recent_ids = RecentIds(model_config.dedup_window)
+        self._capacity = capacity
+        self._type_weight = _type_weights(model_config)
+        # Pair weights by distance d = 1..window, per type code: forward, then backward.
+        position = [model_config.position_decay**d for d in range(model_config.window)]
+        self._forward = {code: [w * p for p in position] for code, w in self._type_weight.items()}
+        self._backward = {
+            code: [weight * model_config.backward_weight for weight in forward]
+            for code, forward in self._forward.items()
+        }
+
+    # -- ingest --------------------------------------------------------------------
+
+    def apply_message(self, offset: int, events: Sequence[Event]) -> int:
+        """Apply the events of one stream message; a message whose offset <= self.offset is
+        skipped entirely (returns 0). Sets self.offset = offset. Returns the number of
+        events applied."""
+        if offset <= self.offset:
+            return 0
+        applied = 0
+        for event in events:
+            applied += self.apply(event)
+        self.offset = offset
+        return applied
+
+    def apply(self, event: Event) -> bool:
+        """Apply one event; False if it was ignored as a duplicate event_id."""
+        if event.event_id is not None and not self.recent_ids.add(event.event_id):
+            return False
+        ts = event.ts if math.isfinite(event.ts) else self.clock
+        if ts > self.clock:
+            self.clock = ts
+        if type(event) is Interaction:
+            self._interaction(event, ts)
+        elif type(event) is CatalogUpsert:
+            self.catalog.upsert(self._item(event.item.item_id), event.item)
+        elif type(event) is CatalogDelete:
+            idx = self.items.get(event.item_id)
+            if idx is not None:
+                self.catalog.delete(idx)
+        elif type(event) is UserForget:
+            self._forget(event.user_id)
+        self.events += 1
+        return True
+
+    # -- reads ---------------------------------------------------------------------
+
+    def item_info(self, item_id: str) -> dict[str, Any] | None:
+        """Catalog entry, counters and popularity; None if never seen or deleted."""
+        idx = self.items.get(item_id)
+        if idx is None or self.catalog.deleted[idx]:
+            return None
+        info = {"item_id": item_id, **self.catalog.info(idx)}
+        info["popularity"] = self.popularity.current(idx, self.clock)
+        return info
+
+    def stats(self) -> dict[str, int]:
+        """Items (seen, not deleted), live sessions and known users."""
+        n = len(self.items)
+        deleted = int(self.catalog.deleted[:n].sum())
+        return {
+            "items": n - deleted,
+            "sessions": self.sessions.live_count(self.clock),
+            "users": len(self.users),
+        }
+
+    # -- interactions --------------------------------------------------------------
+
+    def _interaction(self, event: Interaction, ts: float) -> None:
+        code = TYPE_CODE[event.type]
+        slot = self.sessions.open(event.session_id, ts, self.clock)
+        user = self._session_user(slot, event.user_id)
+        if event.item_id is not None:
+            idx = self._item(event.item_id)
+            self._count(idx, code, ts)
+            if code in self._forward:
+                self._learn_sequence(slot, idx, code, ts)
+            self.sessions.record(slot, idx, code, ts)
+            self._cart_effect(slot, user, idx, code, event.quantity, ts)
+        if event.items and code == PURCHASE:
+            self._purchase_lines(slot, user, event.items, ts)
+
+    def _session_user(self, slot: int, user_id: str | None) -> int:
+        """The user of the session (linked or relinked by this event); -1 if anonymous."""
+        if user_id is None:
+            return self.sessions.user_of(slot)
+        user = self.users.add(user_id)
+        self.sessions.set_user(slot, user)
+        return user
+
+    def _count(self, idx: int, code: int, ts: float) -> None:
+        self.catalog.count(idx, code)
+        weight = self._type_weight.get(code)
+        if weight is not None:
+            self.popularity.add(idx, weight, ts)
+
+    def _learn_sequence(self, slot: int, idx: int, code: int, ts: float) -> None:
+        """Pair the item with the session's previous distinct items, nearest first.
+
+        What a shopper looks at after A is a better guess for "similar to A" than what
+        came before it: the forward pair prev→item gets the full weight, the backward
+        pair item→prev `backward_weight` of it.
+        """
+        previous = self.sessions.previous_items(slot, idx, self.config.window)
+        if not previous:
+            return
+        count = len(previous)
+        self.similar.add_to_rows(previous, idx, self._forward[code][:count], ts)
+        self.similar.add(idx, previous, self._backward[code][:count], ts)
+
+    def _cart_effect(
+        self, slot: int, user: int, idx: int, code: int, quantity: int, ts: float
+    ) -> None:
+        if code == ADD_TO_CART:
+            if self.sessions.add_to_cart(slot, idx, quantity):
+                self._pair_with_basket(slot, [idx], self._type_weight[code], ts)
+            if user >= 0:
+                self.users.credit(user, idx, CART_WEIGHT)
+        elif code == REMOVE_FROM_CART:
+            self.sessions.remove_from_cart(slot, idx, quantity)
+        elif code == PURCHASE:
+            self._pair_with_basket(slot, [idx], self._type_weight[code], ts)
+            self.sessions.purchase(slot, idx, quantity)
+            if user >= 0:
+                self.users.credit(user, idx, PURCHASE_WEIGHT)
+
+    def _purchase_lines(self, slot: int, user: int, lines: Sequence[LineItem], ts: float) -> None:
+        """A purchase with `items`: each line counts as a purchase of its item."""
+        basket: dict[int, int] = {}
+        for line in lines:
+            idx = self._item(line.item_id)
+            self._count(idx, PURCHASE, ts)
+            basket[idx] = basket.get(idx, 0) + line.quantity
+        paired = list(basket)[: self.config.max_basket_lines]
+        self._pair_with_basket(slot, paired, self._type_weight[PURCHASE], ts)
+        for idx, quantity in basket.items():
+            self.sessions.purchase(slot, idx, quantity)
+            if user >= 0:
+                self.users.credit(user, idx, PURCHASE_WEIGHT)
+
+    def _pair_with_basket(self, slot: int, new: list[int], weight: float, ts: float) -> None:
+        """Pair `new` items with each other and with the session's cart and purchases."""
+        if weight <= 0.0:
+            return
+        limit = self.config.max_basket_lines
+        others = [i for i in self.sessions.basket(slot, limit + len(new)) if i not in new]
+        others = others[-limit:]
+        for a in new:
+            partners = [b for b in new if b != a] + others
+            if partners:
+                self.bought_together.add(a, partners, [weight] * len(partners), ts)
+        for other in others:
+            self.bought_together.add(other, new, [weight] * len(new), ts)
+
+    # -- items and users -----------------------------------------------------------
+
+    def _item(self, item_id: str) -> int:
+        """The index of an item, growing every per-item array when the index fills up."""
+        idx = self.items.add(item_id)
+        if idx >= self._capacity:
+            capacity = self.items.capacity
+            self.catalog.grow(capacity)
+            self.popularity.grow(capacity)
+            self.similar.grow(capacity)
+            self.bought_together.grow(capacity)
+            self._capacity = capacity
+        return idx
+
+    def _forget(self, user_id: str) -> None:
+        user = self.users.get(user_id)
+        if user is None:
+            return
+        self.sessions.forget_user(user)
+        self.users.forget(user_id)
+
+
+def _type_weights(config: ModelConfig) -> dict[int, float]:
+    """Weight per learnable interaction type code (remove_from_cart and search learn nothing)."""
+    return {
+        VIEW: config.weight_view,
+        CLICK: config.weight_click,
+        ADD_TO_CART: config.weight_add_to_cart,
+        PURCHASE: config.weight_purchase,
+    }

@@ -1,0 +1,77 @@
+"""Dense integer indices for item ids, and growth of the per-item arrays.
+
+Every per-item array in the state is indexed by the position an item id got when it
+was first mentioned. Positions are never reused (a deleted item keeps its index), so
+arrays only grow, by doubling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+DEFAULT_CAPACITY = 1024
+
+ScalarT = TypeVar("ScalarT", bound=np.generic)
+
+
+class ItemIndex:
+    """item id str ↔ dense int index, in order of first mention."""
+
+    __slots__ = ("_index", "capacity", "ids")
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.ids: list[str] = []
+        self._index: dict[str, int] = {}
+        # Rows the per-item arrays have; doubles when an index reaches it.
+        self.capacity = max(1, capacity)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._index
+
+    def get(self, item_id: str) -> int | None:
+        return self._index.get(item_id)
+
+    def add(self, item_id: str) -> int:
+        """The index of `item_id`, assigning the next one if it is new."""
+        idx = self._index.get(item_id)
+        if idx is None:
+            idx = len(self.ids)
+            self._index[item_id] = idx
+            self.ids.append(item_id)
+            while idx >= self.capacity:
+                self.capacity *= 2
+        return idx
+
+    def known(self, item_ids: Iterable[str]) -> npt.NDArray[np.int64]:
+        """Indices of the ids that are known; unknown ones are left out."""
+        found = [i for i in map(self._index.get, item_ids) if i is not None]
+        return np.array(found, dtype=np.int64)
+
+
+def grown(array: npt.NDArray[ScalarT], capacity: int, fill: Any) -> npt.NDArray[ScalarT]:
+    """A copy of `array` with `capacity` rows; the new rows hold `fill`."""
+    new = np.full((capacity, *array.shape[1:]), fill, dtype=array.dtype)
+    new[: len(array)] = array
+    return new
+
+
+def top_k(values: npt.NDArray[np.float64], k: int) -> npt.NDArray[np.int64]:
+    """Positions of the k largest finite values, descending; ties go to the lower position.
+
+    argpartition, then a sort of the k only; -inf marks what must not be picked.
+    """
+    if k <= 0:
+        return np.empty(0, dtype=np.int64)
+    n = len(values)
+    # Partitioning at n-k is markedly faster than at k-1 of the negated values.
+    picked = np.argpartition(values, n - k)[n - k :] if k < n else np.arange(n)
+    picked = picked[np.isfinite(values[picked])]
+    order = np.lexsort((picked, -values[picked]))
+    return picked[order].astype(np.int64, copy=False)

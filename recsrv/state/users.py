@@ -1,0 +1,72 @@
+"""Shoppers' long-term profiles: what each user carted and purchased before.
+
+Sessions carrying a user_id link to a user index here. A profile maps item index →
+accumulated weight (CART_WEIGHT per add_to_cart, PURCHASE_WEIGHT per purchased line)
+and holds at most `max_items` items: past the bound the lightest one is dropped.
+Profiles do not decay: what someone bought months ago still says what they like.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+CART_WEIGHT: Final = 0.5
+PURCHASE_WEIGHT: Final = 1.0
+
+
+class Users:
+    def __init__(self, max_items: int) -> None:
+        self.max_items = max_items
+        self.index: dict[str, int] = {}
+        self.user_ids: list[str] = []  # user index → id ("" while free)
+        self.free: list[int] = []
+        self.profiles: dict[int, dict[int, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def get(self, user_id: str) -> int | None:
+        return self.index.get(user_id)
+
+    def add(self, user_id: str) -> int:
+        user = self.index.get(user_id)
+        if user is None:
+            if self.free:
+                user = self.free.pop()
+                self.user_ids[user] = user_id
+            else:
+                user = len(self.user_ids)
+                self.user_ids.append(user_id)
+            self.index[user_id] = user
+        return user
+
+    def credit(self, user: int, item: int, weight: float) -> None:
+        """Add `weight` to `item` in the user's profile, keeping it within the bound."""
+        profile = self.profiles.setdefault(user, {})
+        profile[item] = profile.get(item, 0.0) + weight
+        if len(profile) > self.max_items:
+            # Only when full: a scan of max_items floats, and ties drop the oldest item.
+            del profile[min(profile, key=profile.__getitem__)]
+
+    def profile(self, user: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """(items, weights) of the user's profile, in the order items entered it; empty
+        for an unknown user (-1 included)."""
+        profile = self.profiles.get(user)
+        if not profile:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+        items = np.fromiter(profile.keys(), dtype=np.int64, count=len(profile))
+        weights = np.fromiter(profile.values(), dtype=np.float64, count=len(profile))
+        return items, weights
+
+    def forget(self, user_id: str) -> int | None:
+        """Remove the user and their profile; returns the index they had, or None."""
+        user = self.index.pop(user_id, None)
+        if user is None:
+            return None
+        self.profiles.pop(user, None)
+        self.user_ids[user] = ""
+        self.free.append(user)
+        return user

@@ -1,0 +1,108 @@
+import math
+import sys
+
+import numpy as np
+import pytest
+
+from recsrv.state.neighbors import NeighborTable
+
+DAY = 86400.0
+T0 = 1.7e9
+
+
+def weights_by_partner(table: NeighborTable, row: int, now: float) -> dict[int, float]:
+    ids, weights = table.row(row, now)
+    return dict(zip(ids.tolist(), weights.tolist(), strict=True))
+
+
+def test_add_fills_empty_slots_then_accumulates() -> None:
+    table = NeighborTable(width=3, half_life_s=DAY, capacity=8)
+    table.add(0, [1, 2], [1.0, 2.0], T0)
+    table.add(0, [1], [4.0], T0)
+    assert weights_by_partner(table, 0, T0) == pytest.approx({1: 5.0, 2: 2.0})
+    assert table.sizes[0] == 2
+    # Heaviest first.
+    assert table.row(0, T0)[0].tolist() == [1, 2]
+
+
+def test_full_row_replaces_its_smallest_entry_only_when_beaten() -> None:
+    table = NeighborTable(width=3, half_life_s=DAY, capacity=8)
+    table.add(0, [1, 2, 3], [3.0, 1.0, 2.0], T0)
+    table.add(0, [4], [0.5], T0)  # weaker than every entry: ignored
+    assert sorted(weights_by_partner(table, 0, T0)) == [1, 2, 3]
+    table.add(0, [5], [1.5], T0)  # beats the smallest (2 with 1.0)
+    assert weights_by_partner(table, 0, T0) == pytest.approx({1: 3.0, 3: 2.0, 5: 1.5})
+    assert table.sizes[0] == 3
+
+
+def test_add_to_rows_adds_one_partner_to_several_rows() -> None:
+    table = NeighborTable(width=4, half_life_s=DAY, capacity=8)
+    table.add_to_rows([1, 2, 3], 7, [1.0, 0.7, 0.49], T0)
+    assert weights_by_partner(table, 1, T0) == pytest.approx({7: 1.0})
+    assert weights_by_partner(table, 3, T0) == pytest.approx({7: 0.49})
+    assert weights_by_partner(table, 7, T0) == {}
+
+
+def test_weights_halve_after_one_half_life_of_event_time() -> None:
+    table = NeighborTable(width=4, half_life_s=DAY, capacity=8)
+    table.add(0, [1], [8.0], T0)
+    assert weights_by_partner(table, 0, T0 + DAY) == pytest.approx({1: 4.0})
+    assert weights_by_partner(table, 0, T0 + 3 * DAY) == pytest.approx({1: 1.0})
+    # A new observation a day later counts in full and the old one at half.
+    table.add(0, [1, 2], [1.0, 3.0], T0 + DAY)
+    assert weights_by_partner(table, 0, T0 + DAY) == pytest.approx({1: 5.0, 2: 3.0})
+
+
+def test_an_older_out_of_order_event_adds_less() -> None:
+    table = NeighborTable(width=4, half_life_s=DAY, capacity=8)
+    table.add(0, [1], [1.0], T0)
+    table.add(0, [2], [1.0], T0 - DAY)
+    assert weights_by_partner(table, 0, T0) == pytest.approx({1: 1.0, 2: 0.5})
+
+
+def test_rebase_keeps_weights_finite_and_correct_over_many_half_lives() -> None:
+    table = NeighborTable(width=4, half_life_s=60.0, capacity=8)
+    for step in range(200):  # 200 half-lives: e^(138) without rebasing
+        table.add(0, [1], [1.0], T0 + 60.0 * step)
+    now = T0 + 60.0 * 199
+    assert np.isfinite(table.weights).all()
+    # Geometric sum 1 + 1/2 + 1/4 + ... → 2.
+    assert weights_by_partner(table, 0, now) == pytest.approx({1: 2.0})
+    assert table.scale.rate * (now - table.scale.t_ref) <= 30.0
+
+
+def test_replacement_compares_current_decayed_weights() -> None:
+    table = NeighborTable(width=2, half_life_s=DAY, capacity=8)
+    table.add(0, [1, 2], [4.0, 4.0], T0)
+    # Three days later the old entries are worth 0.5 each: a new 1.0 beats one of them.
+    table.add(0, [3], [1.0], T0 + 3 * DAY)
+    assert weights_by_partner(table, 0, T0 + 3 * DAY) == pytest.approx({2: 0.5, 3: 1.0})
+
+
+@pytest.mark.skipif(sys.byteorder != "little", reason="the byte pattern assumes little-endian")
+def test_a_byte_pattern_straddling_two_entries_is_not_a_match() -> None:
+    table = NeighborTable(width=4, half_life_s=DAY, capacity=8)
+    table.add(0, [256, 5], [1.0, 1.0], T0)
+    # Little-endian 256, 5 → 00 01 00 00 05 00 00 00; bytes 1..4 spell this partner.
+    straddler = int.from_bytes(bytes([0x01, 0x00, 0x00, 0x05]), "little")
+    table.add(0, [straddler], [2.0], T0)
+    assert weights_by_partner(table, 0, T0) == pytest.approx({256: 1.0, 5: 1.0, straddler: 2.0})
+
+
+def test_grow_keeps_rows() -> None:
+    table = NeighborTable(width=2, half_life_s=DAY, capacity=2)
+    table.add(1, [0], [1.0], T0)
+    table.grow(8)
+    table.add(7, [1], [2.0], T0)
+    assert weights_by_partner(table, 1, T0) == pytest.approx({0: 1.0})
+    assert weights_by_partner(table, 7, T0) == pytest.approx({1: 2.0})
+    assert table.ids[5].tolist() == [-1, -1]
+
+
+def test_gather_returns_raw_rows_whose_ratios_are_exact() -> None:
+    table = NeighborTable(width=3, half_life_s=DAY, capacity=8)
+    table.add(2, [0, 1], [3.0, 1.0], T0)
+    ids, weights = table.gather(np.array([2, 4]))
+    assert ids.tolist() == [[0, 1, -1], [-1, -1, -1]]
+    assert weights[0, 0] / weights[0, 1] == pytest.approx(3.0)
+    assert math.isclose(weights[1].sum(), 0.0)

@@ -1,0 +1,154 @@
+from typing import Any
+
+import pytest
+
+from recsrv.config import SessionsConfig
+from recsrv.state import sessions as sessions_module
+from recsrv.state.sessions import Sessions
+
+VIEW, ADD = 0, 2
+T0 = 1.7e9
+
+
+def make(**overrides: Any) -> Sessions:
+    return Sessions(SessionsConfig(**overrides))
+
+
+def test_ring_buffer_keeps_the_last_events_newest_first() -> None:
+    sessions = make(max_events=3)
+    slot = sessions.open("s", T0, T0)
+    for n, item in enumerate([10, 11, 12, 13, 14]):
+        sessions.record(slot, item, VIEW if n % 2 else ADD, T0 + n)
+    items, types = sessions.recent(slot)
+    assert items.tolist() == [14, 13, 12]
+    assert types.tolist() == [ADD, VIEW, ADD]
+
+
+def test_previous_items_are_distinct_newest_first_without_the_item_itself() -> None:
+    sessions = make(max_events=6)
+    slot = sessions.open("s", T0, T0)
+    for item in [1, 2, 3, 2, 4, 2]:
+        sessions.record(slot, item, VIEW, T0)
+    assert sessions.previous_items(slot, 5, limit=10) == [2, 4, 3, 1]
+    assert sessions.previous_items(slot, 2, limit=10) == [4, 3, 1]
+    assert sessions.previous_items(slot, 5, limit=2) == [2, 4]
+
+
+def test_session_expires_after_ttl_on_event_time() -> None:
+    sessions = make(ttl_s=100.0)
+    slot = sessions.open("s", T0, T0)
+    sessions.record(slot, 7, VIEW, T0)
+    sessions.add_to_cart(slot, 7, 1)
+    assert sessions.lookup("s", T0 + 100.0) == slot
+    assert sessions.lookup("s", T0 + 100.5) is None
+    assert sessions.live_count(T0 + 100.5) == 0
+    # An event after the TTL starts the session over, empty.
+    again = sessions.open("s", T0 + 101.0, T0 + 101.0)
+    assert sessions.recent(again)[0].tolist() == []
+    assert sessions.basket(again) == []
+    assert sessions.live_count(T0 + 101.0) == 1
+
+
+def test_sweep_frees_expired_slots_for_reuse() -> None:
+    sessions = make(ttl_s=100.0)
+    first = sessions.open("a", T0, T0)
+    sessions.open("b", T0 + 50.0, T0 + 50.0)
+    assert sessions.sweep(T0 + 120.0) == 1
+    assert "a" not in sessions.slot_of
+    assert sessions.open("c", T0 + 120.0, T0 + 120.0) == first
+    assert sorted(sessions.slot_of) == ["b", "c"]
+
+
+def test_a_large_sweep_is_spread_over_several_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sessions_module, "SWEEP_BATCH", 2)
+    sessions = make(ttl_s=100.0)
+    for n in range(5):
+        sessions.open(f"old{n}", T0, T0)
+    assert sessions.sweep(T0 + 200.0) == 2
+    assert len(sessions) == 3
+    sessions.open("new", T0 + 200.0, T0 + 200.0)  # continues the sweep
+    sessions.open("new", T0 + 200.0, T0 + 200.0)
+    assert sorted(sessions.slot_of) == ["new"]
+    assert sessions.next_sweep == T0 + 200.0 + 25.0
+
+
+def test_max_sessions_evicts_the_least_recently_active() -> None:
+    sessions = make(max_sessions=50, ttl_s=1e6)
+    for n in range(50):
+        sessions.open(f"s{n}", T0 + n, T0 + n)
+    sessions.open("s0", T0 + 60.0, T0 + 60.0)  # s0 is active again
+    for n in range(50, 60):
+        sessions.open(f"s{n}", T0 + 100.0 + n, T0 + 100.0 + n)
+    assert len(sessions) == 50
+    live = set(sessions.slot_of)
+    assert "s0" in live
+    assert {f"s{n}" for n in range(1, 11)}.isdisjoint(live)
+    assert {f"s{n}" for n in range(11, 60)} <= live
+
+
+def test_eviction_takes_a_few_percent_at_once() -> None:
+    sessions = make(max_sessions=200, ttl_s=1e6)
+    for n in range(201):
+        sessions.open(f"s{n}", T0 + n, T0 + n)
+    assert len(sessions) == 197  # 4 (2 %) evicted to admit the 201st
+    assert {"s0", "s1", "s2", "s3"}.isdisjoint(sessions.slot_of)
+    assert "s4" in sessions.slot_of
+
+
+def test_expired_sessions_go_before_any_live_one_is_evicted() -> None:
+    sessions = make(max_sessions=3, ttl_s=10.0)
+    sessions.open("old", T0, T0)
+    sessions.open("a", T0 + 15.0, T0 + 15.0)
+    sessions.open("b", T0 + 16.0, T0 + 16.0)
+    sessions.open("c", T0 + 16.0, T0 + 16.0)
+    assert sorted(sessions.slot_of) == ["a", "b", "c"]
+
+
+def test_cart_add_remove_and_purchase() -> None:
+    sessions = make()
+    slot = sessions.open("s", T0, T0)
+    assert sessions.add_to_cart(slot, 1, 2) is True
+    assert sessions.add_to_cart(slot, 1, 1) is False
+    assert sessions.add_to_cart(slot, 2, 1) is True
+    assert sessions.carts[slot] == {1: 3, 2: 1}
+    sessions.remove_from_cart(slot, 1, 2)
+    assert sessions.carts[slot] == {1: 1, 2: 1}
+    sessions.remove_from_cart(slot, 1, 5)
+    sessions.remove_from_cart(slot, 9, 1)  # never carted: nothing happens
+    assert sessions.carts[slot] == {2: 1}
+    sessions.purchase(slot, 2, 1)
+    sessions.purchase(slot, 3, 4)
+    assert slot not in sessions.carts
+    assert sessions.purchased[slot] == {2: 1, 3: 4}
+    assert sessions.basket(slot) == [2, 3]
+    assert sessions.has_events(slot)
+
+
+def test_basket_lists_purchases_then_cart_and_keeps_the_last_ones() -> None:
+    sessions = make()
+    slot = sessions.open("s", T0, T0)
+    for item in (5, 6, 7):
+        sessions.add_to_cart(slot, item, 1)
+    sessions.purchase(slot, 9, 1)
+    assert sessions.basket(slot) == [9, 5, 6, 7]
+    assert sessions.basket(slot, limit=2) == [6, 7]
+
+
+def test_forget_user_removes_only_that_users_sessions() -> None:
+    sessions = make()
+    for name, user in (("a", 1), ("b", 2), ("c", 1)):
+        slot = sessions.open(name, T0, T0)
+        sessions.set_user(slot, user)
+        sessions.add_to_cart(slot, 3, 1)
+    assert sessions.forget_user(1) == 2
+    assert sorted(sessions.slot_of) == ["b"]
+    assert len(sessions.carts) == 1
+
+
+@pytest.mark.parametrize("max_sessions", [1, 5])
+def test_slot_table_grows_up_to_max_sessions_only(max_sessions: int) -> None:
+    sessions = make(max_sessions=max_sessions, ttl_s=1e6)
+    for n in range(3000):
+        sessions.open(f"s{n}", T0 + n, T0 + n)
+    assert len(sessions) == max_sessions
+    assert len(sessions.active) == max_sessions
