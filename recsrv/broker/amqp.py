@@ -198,14 +198,17 @@ async def _next_message(
     inbox: asyncio.Queue[AbstractIncomingMessage], closed: asyncio.Future[Any]
 ) -> AbstractIncomingMessage:
     """The next delivery, or BrokerError if the channel closes first."""
-    if inbox.empty():
-        getter = asyncio.ensure_future(inbox.get())
+    if not inbox.empty():
+        return inbox.get_nowait()
+    getter = asyncio.ensure_future(inbox.get())
+    try:
         await asyncio.wait((getter, closed), return_when=asyncio.FIRST_COMPLETED)
+    finally:
         if not getter.done():
             getter.cancel()
-            raise BrokerError(f"the consumer channel closed: {closed.result()!r}")
-        return getter.result()
-    return inbox.get_nowait()
+    if getter.cancelled():
+        raise BrokerError(f"the consumer channel closed: {closed.result()!r}")
+    return getter.result()
 
 
 async def _close_quietly(

@@ -133,3 +133,29 @@ async def test_duplicate_event_ids_are_applied_once(
     item = await (await client.get("/v1/items/a")).json()
     assert item["counters"]["view"] == 1
     assert item["model"]["events"] == 2
+
+
+async def test_oversized_input_is_refused_without_stopping_the_consumer(
+    make_server: ServerFactory, amqp_config: BrokerConfig, amqp_publish: Any
+) -> None:
+    client = await make_server(broker=amqp_config)
+    await amqp_publish([view("s1", f"i{n}", n) for n in range(10_001)])
+    await amqp_publish([view("s1", "x" * 129), view("s1", "a", 1)])
+    await amqp_publish(b'{"type": "view", "session_id": "' + b"s" * (10 << 20) + b'"}')
+    await amqp_publish(b"[" * 100_000 + b"]" * 100_000)
+    await amqp_publish(view("s2", "b", 2))
+    await wait_for_events(client, 2)
+    copies = await read_invalid(amqp_config, 4)
+    assert [m.headers["x-recsrv-code"] for m in copies] == [
+        "too_many",
+        "invalid",
+        "invalid",
+        "malformed",
+    ]
+    assert copies[1].headers["x-recsrv-field"] == "item_id"
+    assert copies[2].headers["x-recsrv-field"] == "session_id"
+    item = await (await client.get("/v1/items/b")).json()
+    assert item["counters"]["view"] == 1
+    assert item["model"]["events"] == 2
+    # Nothing of the 10,001-event array was applied.
+    assert (await client.get("/v1/items/i0")).status == 404
