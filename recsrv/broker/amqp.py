@@ -28,9 +28,14 @@ from recsrv.errors import BrokerError
 # Errors aio-pika and its transport raise when the broker or the connection fails.
 AMQP_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, asyncio.TimeoutError)
 
-# A passive declare's message count is refreshed by RabbitMQ every few seconds, so
-# probing more often than this only costs round trips.
+# How the end of the stream is probed (see end_offset): how long a probe result is
+# reused, how long to wait for the first and the following deliveries, at most how
+# long a probe runs on a busy stream, and its prefetch.
 END_OFFSET_CACHE_S = 1.0
+PROBE_FIRST_WAIT_S = 0.25
+PROBE_NEXT_WAIT_S = 0.05
+PROBE_MAX_S = 1.0
+PROBE_PREFETCH = 1000
 
 
 class AmqpEventLog:
@@ -157,30 +162,32 @@ class AmqpEventLog:
         return channel, closed
 
     async def end_offset(self) -> int:
+        """The newest offset, read by a short-lived consumer started at "last".
+
+        A passive declare's message_count would be cheaper but RabbitMQ refreshes it
+        only every few seconds, which would report a restarting consumer as caught up.
+        "last" starts at the stream's last chunk: read it until the stream goes quiet.
+        """
         now = time.monotonic()
         if self._end_offset_cache and now - self._end_offset_cache[0] < END_OFFSET_CACHE_S:
             return self._end_offset_cache[1]
-        channel = self._require(self._publish_channel)
-        try:
-            queue = await channel.declare_queue(self.config.queue, passive=True)
-            count = queue.declaration_result.message_count or 0
-            end = -1 if count == 0 else await self._first_offset() + count - 1
-        except AMQP_ERRORS as exc:
-            raise BrokerError(f"cannot read the length of {self.config.queue!r}: {exc!r}") from exc
-        self._end_offset_cache = (now, end)
-        return end
-
-    async def _first_offset(self) -> int:
-        """The offset of the oldest retained message (retention moves it forward)."""
         inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        channel, closed = await self._open_consumer("first", 1, inbox)
+        channel, closed = await self._open_consumer("last", PROBE_PREFETCH, inbox)
+        end, wait, deadline = -1, PROBE_FIRST_WAIT_S, now + PROBE_MAX_S
         try:
-            message = await asyncio.wait_for(
-                _next_message(inbox, closed), self.config.connect_timeout_s
-            )
-            return _header_offset(message)
+            while time.monotonic() < deadline:
+                try:
+                    message = await asyncio.wait_for(_next_message(inbox, closed), wait)
+                except TimeoutError:
+                    break
+                end, wait = max(end, _header_offset(message)), PROBE_NEXT_WAIT_S
+                await message.ack()
+        except AMQP_ERRORS as exc:
+            raise BrokerError(f"cannot read the end of {self.config.queue!r}: {exc!r}") from exc
         finally:
             await _close_quietly(channel, None)
+        self._end_offset_cache = (now, end)
+        return end
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None

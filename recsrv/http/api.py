@@ -308,17 +308,20 @@ async def readyz(request: web.Request) -> web.Response:
     reasons = list(runtime.problems.values())
     if not runtime.restored:
         reasons.append("state is being restored")
+    # The position before the probe: a probe takes a moment, and readiness must not
+    # credit the consumer with progress made while the end was being read.
+    offset = runtime.model.offset
     end = None
     try:
         end = await runtime.log.end_offset()
     except BrokerError as exc:
         reasons.append(f"cannot read the stream's end: {exc}")
-    lag = None if end is None else max(end - runtime.model.offset, 0)
+    lag = None if end is None else max(end - offset, 0)
     if lag is not None and lag > runtime.config.broker.ready_lag:
         reasons.append(
             f"consumer is {lag} messages behind (ready_lag is {runtime.config.broker.ready_lag})"
         )
-    status = {"offset": runtime.model.offset, "end_offset": end, "lag": lag}
+    status = {"offset": offset, "end_offset": end, "lag": lag}
     if reasons:
         error = ApiError(503, "not_ready", "; ".join(reasons), [{"reason": r} for r in reasons])
         response = error_response(error)

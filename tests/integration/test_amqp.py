@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import aio_pika
@@ -159,3 +160,27 @@ async def test_oversized_input_is_refused_without_stopping_the_consumer(
     assert item["model"]["events"] == 2
     # Nothing of the 10,001-event array was applied.
     assert (await client.get("/v1/items/i0")).status == 404
+
+
+async def test_readyz_is_503_until_the_consumer_caught_up(
+    make_server: ServerFactory, amqp_config: BrokerConfig, amqp_publish: Any
+) -> None:
+    # A backlog published before recsrv starts: 400 messages of 100 events.
+    await make_server(broker=amqp_config)  # declares the topology
+    events = [view(f"s{n % 500}", f"i{n % 997}", n) for n in range(40_000)]
+    await asyncio.gather(*(amqp_publish(events[i : i + 100]) for i in range(0, 40_000, 100)))
+    client = await make_server(broker=replace(amqp_config, ready_lag=0))
+    response = await client.get("/readyz")
+    assert response.status == 503, await response.text()
+    body = await response.json()
+    assert body["error"] == "not_ready"
+    assert "behind" in body["message"]
+    await wait_for_events(client, 40_000, within_s=60)
+    for _ in range(100):
+        response = await client.get("/readyz")
+        if response.status == 200:
+            break
+        await asyncio.sleep(0.1)
+    ready = await response.json()
+    assert ready["status"] == "ready"
+    assert ready["offset"] == ready["end_offset"]
