@@ -1,9 +1,9 @@
 """Wiring: builds the aiohttp application and runs it until a signal stops it.
 
 Resources are cleanup contexts, set up in order and torn down in reverse: the event
-log connection, then the consumer task. Shutdown has three phases: stop taking
-requests, let in-flight ones finish (server.shutdown_timeout_s), close resources.
-A second SIGINT/SIGTERM exits at once.
+log connection, then the state (restore, consumer, checkpoints, final checkpoint).
+Shutdown has three phases: stop taking requests, let in-flight ones finish
+(server.shutdown_timeout_s), close resources. A second SIGINT/SIGTERM exits at once.
 """
 
 from __future__ import annotations
@@ -18,23 +18,32 @@ import structlog
 from aiohttp import web
 
 from recsrv.broker import EventLog, open_event_log
+from recsrv.checkpointer import Checkpointer
 from recsrv.config import Config
-from recsrv.http.api import RUNTIME, add_routes, error_middleware
+from recsrv.http.api import CHECKPOINTER, RUNTIME, add_routes, error_middleware
 from recsrv.runtime import Runtime
+from recsrv.store import CheckpointStore, open_store
 
 logger = structlog.get_logger("recsrv")
 
 
-def build_app(config: Config, log: EventLog | None = None) -> web.Application:
-    """The whole server as an aiohttp app; `log` overrides the one from broker.url."""
-    runtime = Runtime.build(config, log if log is not None else open_event_log(config.broker))
+def build_app(
+    config: Config, log: EventLog | None = None, store: CheckpointStore | None = None
+) -> web.Application:
+    """The whole server as an aiohttp app; `log` and `store` override those of the config."""
+    runtime = Runtime.build(
+        config,
+        log if log is not None else open_event_log(config.broker),
+        store if store is not None else open_store(config.store),
+    )
     app = web.Application(
         middlewares=[error_middleware], client_max_size=config.server.max_body_bytes
     )
     app[RUNTIME] = runtime
+    app[CHECKPOINTER] = Checkpointer(runtime)
     add_routes(app)
     app.cleanup_ctx.append(_event_log)
-    app.cleanup_ctx.append(_consumer)
+    app.cleanup_ctx.append(_state)
     return app
 
 
@@ -45,21 +54,34 @@ async def _event_log(app: web.Application) -> AsyncIterator[None]:
     await runtime.log.close()
 
 
-async def _consumer(app: web.Application) -> AsyncIterator[None]:
-    runtime = app[RUNTIME]
-    # No checkpoint store yet: the state starts empty and is rebuilt from the stream.
-    runtime.restored = True
-    task = asyncio.create_task(runtime.consumer.run(), name="recsrv-consumer")
-    task.add_done_callback(_report_consumer_end)
+async def _state(app: web.Application) -> AsyncIterator[None]:
+    """Restore, then consume and checkpoint; at shutdown, stop and write a last checkpoint."""
+    runtime, checkpointer = app[RUNTIME], app[CHECKPOINTER]
+    task = asyncio.create_task(_restore_and_run(runtime, checkpointer), name="recsrv-state")
+    task.add_done_callback(lambda done: _report_end(runtime, done))
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    if runtime.restored:
+        await checkpointer.final()
+    await runtime.store.close()
 
 
-def _report_consumer_end(task: asyncio.Task[None]) -> None:
+async def _restore_and_run(runtime: Runtime, checkpointer: Checkpointer) -> None:
+    # The server already answers /healthz (and /readyz with 503) while this restores.
+    await checkpointer.restore()
+    runtime.restored = True
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(runtime.consumer.run(), name="recsrv-consumer")
+        tasks.create_task(checkpointer.run(), name="recsrv-checkpoints")
+
+
+def _report_end(runtime: Runtime, task: asyncio.Task[None]) -> None:
+    """The consumer only ends on a bug: say so loudly and stop being ready."""
     if not task.cancelled() and task.exception() is not None:
-        logger.error("consumer_stopped", error=repr(task.exception()))
+        logger.error("state_task_stopped", error=repr(task.exception()))
+        runtime.problems["consumer"] = f"the consumer stopped: {task.exception()!r}"
 
 
 async def serve(config: Config, stop: asyncio.Event) -> None:
@@ -70,7 +92,7 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
         "starting",
         mode="embedded" if config.embedded else "production",
         broker=runtime.log.describe,
-        store=config.store.url,
+        store=runtime.store.describe,
         config=config.source,
     )
     if not (config.auth.secret_keys or config.auth.public_keys):

@@ -17,7 +17,7 @@ import structlog
 from recsrv.broker import Delivery, EventLog, InvalidCopy
 from recsrv.config import BrokerConfig
 from recsrv.errors import BrokerError
-from recsrv.events import Decoded, Invalid, decode_body
+from recsrv.events import USER_FORGET, Decoded, Invalid, decode_body
 from recsrv.metrics import Metrics
 from recsrv.model import Model
 
@@ -49,6 +49,8 @@ class Consumer:
         # Held while a message is half applied: a snapshot of the state (a checkpoint)
         # must see whole messages only, or a replay would count events twice.
         self.lock = asyncio.Lock()
+        # user.forget events applied so far (the checkpointer prunes after one).
+        self.forgets = 0
 
     async def run(self) -> None:
         """Consume forever; on a broker failure, reconnect with back-off and resume."""
@@ -99,6 +101,8 @@ class Consumer:
                 await asyncio.sleep(0)
             if self.model.apply(event):
                 self.metrics.events_applied.labels(event.type).inc()
+                if event.type == USER_FORGET:
+                    self.forgets += 1
             else:
                 self.metrics.events_duplicate.inc()
 

@@ -46,5 +46,37 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.checkpoint_size = Gauge(
+            "recsrv_checkpoint_size_bytes",
+            "Size of the last checkpoint written.",
+            registry=self.registry,
+        )
+        self.checkpoint_duration = Gauge(
+            "recsrv_checkpoint_duration_seconds",
+            "Time the last checkpoint took, snapshot and write.",
+            registry=self.registry,
+        )
+        self.checkpoint_created = Gauge(
+            "recsrv_checkpoint_last_success_timestamp_seconds",
+            "When the last checkpoint was written (0: never, this run).",
+            registry=self.registry,
+        )
+        self.checkpoint_failures = Counter(
+            "recsrv_checkpoint_failures_total",
+            "Checkpoints that failed to be written.",
+            registry=self.registry,
+        )
+        self.store_up = Gauge(
+            "recsrv_checkpoint_store_up",
+            "1 while the last checkpoint write succeeded, 0 after a failure.",
+            registry=self.registry,
+        )
+        self.store_up.set(1)
+
+    def checkpoint_written(self, size: int, seconds: float, created_at: float) -> None:
+        self.checkpoint_size.set(size)
+        self.checkpoint_duration.set(seconds)
+        self.checkpoint_created.set(created_at)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

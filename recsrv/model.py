@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from recsrv.config import ModelConfig, SessionsConfig
@@ -49,6 +49,17 @@ class RecentIds:
 
     def __len__(self) -> int:
         return len(self._order)
+
+    def __iter__(self) -> Iterator[str]:
+        """The remembered ids, oldest first."""
+        return iter(self._order)
+
+    def restore(self, ids: Sequence[str]) -> None:
+        """Remember `ids` (oldest first) in place of the current ones; only the last
+        `size` of them if the window is smaller than when they were remembered."""
+        kept = ids[-self.size :] if self.size else ()
+        self._order = deque(kept)
+        self._seen = set(self._order)
 
     def add(self, event_id: str) -> bool:
         """Remember `event_id`; False if it is already remembered."""

@@ -9,26 +9,37 @@ from recsrv.config import Config
 from recsrv.consumer import Consumer
 from recsrv.metrics import Metrics
 from recsrv.model import Model
+from recsrv.store import CheckpointStore
 
 
 @dataclass
 class Runtime:
     config: Config
     log: EventLog
+    store: CheckpointStore
     model: Model
     consumer: Consumer
     metrics: Metrics
     # Set once the state is restored (from the newest checkpoint, when there is one).
     restored: bool = False
-    # Why the process is not ready, besides consumer lag (e.g. "broker unreachable").
+    # Why the process is not ready, besides consumer lag (e.g. "cannot restore").
     problems: dict[str, str] = field(default_factory=dict)
+    # What is degraded while the process still serves (e.g. "checkpoints failing").
+    warnings: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, config: Config, log: EventLog) -> Runtime:
+    def build(cls, config: Config, log: EventLog, store: CheckpointStore) -> Runtime:
         model = Model(config.model, config.sessions)
         metrics = Metrics()
         consumer = Consumer(log, model, config.broker, metrics)
-        return cls(config=config, log=log, model=model, consumer=consumer, metrics=metrics)
+        return cls(
+            config=config, log=log, store=store, model=model, consumer=consumer, metrics=metrics
+        )
+
+    def replace_model(self, model: Model) -> None:
+        """Swap in a restored model (one assignment each: readers see old or new)."""
+        self.model = model
+        self.consumer.model = model
 
     def model_info(self) -> dict[str, int]:
         return {"offset": self.model.offset, "events": self.model.events}

@@ -9,20 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import socket
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import aio_pika
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from pymongo import AsyncMongoClient
 
 from recsrv.app import build_app
 from recsrv.broker.memory import MemoryEventLog
-from recsrv.config import BrokerConfig, Config
+from recsrv.config import BrokerConfig, Config, StoreConfig
 
 AMQP_URL = os.environ.get("RECSRV_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
@@ -71,11 +77,15 @@ ServerFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
 @pytest.fixture
-async def make_server() -> AsyncIterator[ServerFactory]:
-    """Start the whole app on a real loopback port; close every one made afterwards."""
+async def make_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
+    """Start the whole app on a real loopback port; close every one made afterwards.
+
+    Unless a store is given, checkpoints go to files under the test's tmp_path.
+    """
     clients: list[TestClient[Any, Any]] = []
 
     async def make(config: Config | None = None, **sections: Any) -> TestClient[Any, Any]:
+        sections.setdefault("store", StoreConfig(url=f"file://{tmp_path / 'checkpoints'}"))
         config = replace(config or Config(), **sections)
         log = MemoryEventLog() if config.broker.url == "memory://" else None
         client: TestClient[Any, Any] = TestClient(TestServer(build_app(config, log)))
@@ -120,3 +130,88 @@ async def post_events(client: TestClient[Any, Any], events: Any) -> Any:
 
 
 JSON = {"Content-Type": "application/json"}
+
+
+# ---- MongoDB (the nx-27017 wire-protocol server, or RECSRV_TEST_MONGODB_URL) -------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class NxServer:
+    """An nx-27017 daemon on a free port; `data_dir` "memory" keeps nothing on disk."""
+
+    def __init__(self, workdir: Path, data_dir: str = "memory") -> None:
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.pid_file = (workdir / f"nx-{self.port}.pid").resolve()
+        self.log_file = (workdir / f"nx-{self.port}.log").resolve()
+        self.url = f"mongodb://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        executable = shutil.which("nx-27017") or str(Path(sys.executable).parent / "nx-27017")
+        # Absolute paths: the daemon changes directory.
+        subprocess.run(
+            [
+                executable,
+                "-d",
+                "--data-dir",
+                self.data_dir,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--pid-file",
+                str(self.pid_file),
+                "--log-file",
+                str(self.log_file),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"nx-27017 did not listen on {self.port}: {self.log_file}")
+
+    def stop(self) -> None:
+        executable = shutil.which("nx-27017") or str(Path(sys.executable).parent / "nx-27017")
+        subprocess.run(
+            [executable, "--stop", "--pid-file", str(self.pid_file)], capture_output=True
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) != 0:
+                    return
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def mongodb_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a MongoDB-wire server shared by the session (no database in it)."""
+    given = os.environ.get("RECSRV_TEST_MONGODB_URL")
+    if given:
+        yield given.rstrip("/")
+        return
+    server = NxServer(tmp_path_factory.mktemp("mongodb"))
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+async def mongo_store(mongodb_url: str) -> AsyncIterator[StoreConfig]:
+    """A StoreConfig on a database of this test's own, dropped afterwards."""
+    database = f"recsrv_test_{uuid.uuid4().hex[:10]}"
+    yield StoreConfig(url=f"{mongodb_url}/{database}", checkpoint_interval_s=3600)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_url)
+    await client.drop_database(database)
+    await client.close()

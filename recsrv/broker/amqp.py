@@ -26,7 +26,13 @@ from recsrv.config import BrokerConfig
 from recsrv.errors import BrokerError
 
 # Errors aio-pika and its transport raise when the broker or the connection fails.
-AMQP_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, asyncio.TimeoutError)
+AMQP_ERRORS = (
+    aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,  # a RuntimeError: publish on a dead channel
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+)
 
 # How the end of the stream is probed (see end_offset): how long a probe result is
 # reused, how long to wait for the first and the following deliveries, at most how
@@ -213,7 +219,7 @@ async def _next_message(
     finally:
         if not getter.done():
             getter.cancel()
-    if getter.cancelled():
+    if not getter.done() or getter.cancelled():
         raise BrokerError(f"the consumer channel closed: {closed.result()!r}")
     return getter.result()
 

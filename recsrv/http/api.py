@@ -7,6 +7,7 @@ applies them like any other event, so state stays a function of the stream.
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,7 +17,8 @@ import structlog
 from aiohttp import web
 
 from recsrv import recommend
-from recsrv.errors import BrokerError, EventError
+from recsrv.checkpointer import Checkpointer
+from recsrv.errors import BrokerError, EventError, StoreError
 from recsrv.events import (
     CATALOG_DELETE,
     CATALOG_UPSERT,
@@ -33,6 +35,7 @@ from recsrv.runtime import Runtime
 logger = structlog.get_logger("recsrv.http")
 
 RUNTIME = web.AppKey("runtime", Runtime)
+CHECKPOINTER = web.AppKey("checkpointer", Checkpointer)
 
 MAX_ID_CHARS = 128
 MAX_K = 100
@@ -326,7 +329,8 @@ async def readyz(request: web.Request) -> web.Response:
         error = ApiError(503, "not_ready", "; ".join(reasons), [{"reason": r} for r in reasons])
         response = error_response(error)
         return response
-    return json_response({"status": "ready", **status})
+    warnings = list(runtime.warnings.values())
+    return json_response({"status": "ready", **status, "warnings": warnings})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -340,6 +344,35 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def openapi(request: web.Request) -> web.Response:
     return json_response(openapi_document())
+
+
+async def post_checkpoint(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    _require_secret_key(request)
+    if not runtime.restored:
+        raise ApiError(503, "not_ready", "the state is still being restored")
+    started = time.perf_counter()
+    try:
+        info = await request.app[CHECKPOINTER].checkpoint()
+    except StoreError as exc:
+        raise ApiError(503, "store_unavailable", str(exc)) from None
+    body = {**info.to_dict(), "seconds": round(time.perf_counter() - started, 3)}
+    return json_response(body)
+
+
+def _require_secret_key(request: web.Request) -> None:
+    """Admin calls need a secret key once any key is configured."""
+    auth = request.app[RUNTIME].config.auth
+    if not (auth.secret_keys or auth.public_keys):
+        return
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "unauthorized", "send a secret key as Authorization: Bearer KEY")
+    if any(hmac.compare_digest(token.encode(), key.encode()) for key in auth.secret_keys):
+        return
+    if any(hmac.compare_digest(token.encode(), key.encode()) for key in auth.public_keys):
+        raise ApiError(403, "forbidden", "this call needs a secret key, not a public one")
+    raise ApiError(401, "unauthorized", "unknown API key")
 
 
 def add_routes(app: web.Application) -> None:
@@ -356,3 +389,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
+    app.router.add_post("/v1/admin/checkpoint", post_checkpoint)

@@ -188,6 +188,22 @@ SCHEMAS: dict[str, Any] = {
             "offset": {"type": "integer"},
             "end_offset": {"type": ["integer", "null"]},
             "lag": {"type": ["integer", "null"]},
+            "warnings": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "Checkpoint": {
+        "type": "object",
+        "required": ["id", "offset", "events", "size", "chunks"],
+        "properties": {
+            "id": {"type": "string"},
+            "created_at": {"type": "number"},
+            "offset": {"type": "integer"},
+            "events": {"type": "integer"},
+            "format": {"type": "integer"},
+            "chunks": {"type": "integer"},
+            "size": {"type": "integer"},
+            "sha256": {"type": "string"},
+            "seconds": {"type": "number"},
         },
     },
 }
@@ -252,6 +268,15 @@ def openapi_document() -> dict[str, Any]:
                 },
             }
         },
+        "/v1/admin/checkpoint": {
+            "post": {
+                "summary": "Take a checkpoint now (secret key)",
+                "responses": {
+                    "200": _json(_ref("Checkpoint"), "the checkpoint written"),
+                    **_errors(401, 403, 503),
+                },
+            }
+        },
         "/openapi.json": {
             "get": {
                 "summary": "This document",
@@ -259,7 +284,7 @@ def openapi_document() -> dict[str, Any]:
             }
         },
     }
-    statuses = (400, 404, 413, 415, 503)
+    statuses = (400, 401, 403, 404, 413, 415, 503)
     return {
         "openapi": "3.1.0",
         "info": {

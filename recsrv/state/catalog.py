@@ -9,6 +9,7 @@ until a later catalog.upsert brings it back; its index and counters are kept.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Final
 
 import numpy as np
@@ -27,6 +28,17 @@ NO_CATEGORY: Final = -1
 
 class Catalog:
     """Catalog fields, availability and counters of every seen item."""
+
+    # The per-item arrays, as to_arrays names them.
+    ARRAYS: Final = (
+        "in_stock",
+        "deleted",
+        "in_catalog",
+        "available",
+        "category",
+        "price",
+        "counters",
+    )
 
     def __init__(self, capacity: int) -> None:
         self.in_stock = np.ones(capacity, dtype=np.bool_)
@@ -50,6 +62,25 @@ class Catalog:
         self.category = grown(self.category, capacity, NO_CATEGORY)
         self.price = grown(self.price, capacity, np.nan)
         self.counters = grown(self.counters, capacity, 0)
+
+    def to_arrays(self, n: int) -> dict[str, npt.NDArray[Any]]:
+        """The per-item arrays of the first n items: views, valid until the next write."""
+        return {name: getattr(self, name)[:n] for name in self.ARRAYS}
+
+    def restore(
+        self,
+        arrays: Mapping[str, npt.NDArray[Any]],
+        categories: list[str],
+        meta: dict[int, dict[str, Any]],
+    ) -> None:
+        """Take over what to_arrays gave, the category names (in code order) and the text
+        fields; the arrays must already have room for the items."""
+        for name in self.ARRAYS:
+            source = arrays[name]
+            getattr(self, name)[: len(source)] = source
+        self.categories = categories
+        self._category_index = {name: code for code, name in enumerate(categories)}
+        self.meta = meta
 
     def category_code(self, name: str) -> int:
         """The code of a category name, NO_CATEGORY if no item ever had it."""

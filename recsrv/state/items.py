@@ -49,6 +49,14 @@ class ItemIndex:
                 self.capacity *= 2
         return idx
 
+    def restore(self, ids: list[str]) -> None:
+        """Take over the ids of a snapshot, in index order (the capacity is set by the
+        constructor; it grows here only if the ids need more rows)."""
+        self.ids = ids
+        self._index = {item_id: idx for idx, item_id in enumerate(ids)}
+        while len(ids) > self.capacity:
+            self.capacity *= 2
+
     def known(self, item_ids: Iterable[str]) -> npt.NDArray[np.int64]:
         """Indices of the ids that are known; unknown ones are left out."""
         found = [i for i in map(self._index.get, item_ids) if i is not None]

@@ -15,7 +15,8 @@ out.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +37,23 @@ class NeighborTable:
         self.ids = grown(self.ids, capacity, -1)
         self.weights = grown(self.weights, capacity, 0.0)
         self.sizes = grown(self.sizes, capacity, 0)
+
+    def to_arrays(self, n: int) -> dict[str, npt.NDArray[Any]]:
+        """The rows of the first n items and t_ref (views, valid until the next write)."""
+        return {
+            "ids": self.ids[:n],
+            "weights": self.weights[:n],
+            "sizes": self.sizes[:n],
+            "t_ref": np.array([self.scale.t_ref]),
+        }
+
+    def restore(self, arrays: Mapping[str, npt.NDArray[Any]]) -> None:
+        """Take over what to_arrays gave; the table must already have room for the rows
+        and the same width."""
+        for name in ("ids", "weights", "sizes"):
+            source = arrays[name]
+            getattr(self, name)[: len(source)] = source
+        self.scale.t_ref = float(arrays["t_ref"][0])
 
     def add(self, a: int, partners: Sequence[int], weights: Sequence[float], ts: float) -> None:
         """Add weight to the pairs a→partner observed at `ts` (partners distinct, != a)."""

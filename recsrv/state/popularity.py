@@ -12,7 +12,8 @@ hundred leaders instead of partitioning every item.
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +40,27 @@ class Popularity:
 
     def grow(self, capacity: int) -> None:
         self.scores = grown(self.scores, capacity, 0.0)
+
+    def to_arrays(self, n: int) -> dict[str, npt.NDArray[Any]]:
+        """Scores of the first n items, the leaders in their slot order, t_ref and the
+        floor (views where possible, valid until the next write)."""
+        return {
+            "scores": self.scores[:n],
+            "leaders": self.leaders[: self.leader_count],
+            "t_ref": np.array([self.scale.t_ref]),
+            "floor": np.array([self.floor]),
+        }
+
+    def restore(self, arrays: Mapping[str, npt.NDArray[Any]]) -> None:
+        """Take over what to_arrays gave; scores must already have room for the items."""
+        scores = arrays["scores"]
+        self.scores[: len(scores)] = scores
+        leaders = arrays["leaders"]
+        self.leaders[: len(leaders)] = leaders
+        self.leader_count = len(leaders)
+        self._leader_set = set(leaders.tolist())
+        self.scale.t_ref = float(arrays["t_ref"][0])
+        self.floor = float(arrays["floor"][0])
 
     def add(self, idx: int, weight: float, ts: float) -> None:
         if weight <= 0.0:

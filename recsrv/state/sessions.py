@@ -12,6 +12,8 @@ few percent. Freed slots are reused.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +33,9 @@ FREE = -np.inf
 
 
 class Sessions:
+    # The per-slot arrays, as to_arrays names them.
+    ARRAYS: Final = ("items", "types", "times", "heads", "lengths", "last_ts", "users", "active")
+
     def __init__(self, config: SessionsConfig) -> None:
         self.ttl_s = config.ttl_s
         self.max_sessions = config.max_sessions
@@ -106,6 +111,41 @@ class Sessions:
 
     def user_of(self, slot: int) -> int:
         return int(self.users[slot])
+
+    def to_arrays(self) -> dict[str, npt.NDArray[Any]]:
+        """The per-slot arrays of the slots ever used (views, valid until the next write),
+        the slot capacity and next_sweep. The Python-side state (session_ids, free_slots,
+        carts, purchased) is read from the attributes."""
+        used = len(self.session_ids)
+        arrays: dict[str, npt.NDArray[Any]] = {
+            name: getattr(self, name)[:used] for name in self.ARRAYS
+        }
+        arrays["capacity"] = np.array([len(self.active)], dtype=np.int64)
+        arrays["next_sweep"] = np.array([self.next_sweep], dtype=np.float64)
+        return arrays
+
+    def restore(
+        self,
+        arrays: Mapping[str, npt.NDArray[Any]],
+        session_ids: list[str],
+        free_slots: list[int],
+        carts: dict[int, dict[int, int]],
+        purchased: dict[int, dict[int, int]],
+    ) -> None:
+        """Take over what to_arrays gave and the Python-side state, into a new table."""
+        capacity = max(int(arrays["capacity"][0]), len(session_ids))
+        if capacity > len(self.active):
+            self._grow(capacity)
+        for name in self.ARRAYS:
+            source = arrays[name]
+            getattr(self, name)[: len(source)] = source
+        self.session_ids = session_ids
+        self.free_slots = free_slots
+        live = np.flatnonzero(self.active[: len(session_ids)]).tolist()
+        self.slot_of = {session_ids[slot]: slot for slot in live}
+        self.carts = carts
+        self.purchased = purchased
+        self.next_sweep = float(arrays["next_sweep"][0])
 
     # -- writes --------------------------------------------------------------------
 

@@ -43,6 +43,30 @@ class Users:
             self.index[user_id] = user
         return user
 
+    def restore(
+        self, user_ids: list[str], free: list[int], profiles: dict[int, dict[int, float]]
+    ) -> None:
+        """Take over a snapshot's users (user index → id, "" while free), free list and
+        profiles. A profile longer than max_items (the bound was lowered) loses its
+        lightest items, as credit would have dropped them."""
+        self.user_ids = user_ids
+        self.free = free
+        unused = set(free)
+        self.index = {uid: user for user, uid in enumerate(user_ids) if user not in unused}
+        for profile in profiles.values():
+            if len(profile) > self.max_items:
+                self._trim(profile, self.max_items)
+        self.profiles = profiles
+
+    @staticmethod
+    def _trim(profile: dict[int, float], max_items: int) -> None:
+        """Drop the lightest items until max_items are left; ties drop the oldest
+        first, as repeated `min` over the dict would."""
+        drop = len(profile) - max_items
+        by_weight = sorted(enumerate(profile.items()), key=lambda entry: (entry[1][1], entry[0]))
+        for _, (item, _weight) in by_weight[:drop]:
+            del profile[item]
+
     def credit(self, user: int, item: int, weight: float) -> None:
         """Add `weight` to `item` in the user's profile, keeping it within the bound."""
         profile = self.profiles.setdefault(user, {})

@@ -1,0 +1,113 @@
+"""Checkpoints as files in a directory (store.url = file://PATH), the embedded default.
+
+Each checkpoint is `<id>.data` (its chunks, concatenated) and `<id>.json` (its
+metadata). Both are written to a temporary name, fsynced and renamed; the metadata
+goes last, so a checkpoint exists for `complete()` only once its data is durable.
+File I/O runs in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import orjson
+
+from recsrv.errors import StoreError
+from recsrv.store import CheckpointInfo
+from recsrv.store.codec import CHUNK_BYTES
+
+
+class FileStore:
+    def __init__(self, directory: str) -> None:
+        self.directory = Path(directory).expanduser()
+        self.describe = f"checkpoint files in {self.directory}"
+
+    async def open(self) -> None:
+        try:
+            await asyncio.to_thread(self.directory.mkdir, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {self.directory}: {exc.strerror}") from exc
+
+    async def write(self, info: CheckpointInfo, chunks: Sequence[bytes]) -> None:
+        try:
+            await asyncio.to_thread(self._write, info, chunks)
+        except OSError as exc:
+            raise StoreError(f"cannot write checkpoint {info.id}: {exc}") from exc
+
+    def _write(self, info: CheckpointInfo, chunks: Sequence[bytes]) -> None:
+        _write_durably(self.directory / f"{info.id}.data", chunks)
+        metadata = orjson.dumps({**info.to_dict(), "complete": 1})
+        _write_durably(self.directory / f"{info.id}.json", [metadata])
+        _fsync_directory(self.directory)
+
+    async def complete(self) -> list[CheckpointInfo]:
+        try:
+            return await asyncio.to_thread(self._complete)
+        except OSError as exc:
+            raise StoreError(f"cannot list {self.directory}: {exc.strerror}") from exc
+
+    def _complete(self) -> list[CheckpointInfo]:
+        found = []
+        for path in self.directory.glob("*.json"):
+            try:
+                data = orjson.loads(path.read_bytes())
+                if data.get("complete") == 1:
+                    found.append(CheckpointInfo.from_dict(data))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # not ours, or damaged: never restored from
+        return sorted(found, key=lambda info: (info.created_at, info.id), reverse=True)
+
+    async def read(self, info: CheckpointInfo) -> AsyncIterator[bytes]:
+        path = self.directory / f"{info.id}.data"
+        try:
+            handle = await asyncio.to_thread(path.open, "rb")
+        except OSError as exc:
+            raise StoreError(f"cannot read checkpoint {info.id}: {exc.strerror}") from exc
+        with handle:
+            while chunk := await asyncio.to_thread(handle.read, CHUNK_BYTES):
+                yield chunk
+
+    async def delete(self, ids: Sequence[str]) -> None:
+        await asyncio.to_thread(self._delete, ids)
+
+    def _delete(self, ids: Sequence[str]) -> None:
+        for checkpoint_id in ids:
+            # Metadata first: a half-deleted checkpoint is then merely incomplete.
+            for suffix in (".json", ".data"):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.directory / f"{checkpoint_id}{suffix}").unlink()
+
+    async def delete_incomplete(self) -> None:
+        await asyncio.to_thread(self._delete_incomplete)
+
+    def _delete_incomplete(self) -> None:
+        for path in self.directory.glob("*.tmp"):
+            path.unlink(missing_ok=True)
+        for path in self.directory.glob("*.data"):
+            if not path.with_suffix(".json").exists():
+                path.unlink(missing_ok=True)
+
+    async def close(self) -> None:
+        return None
+
+
+def _write_durably(path: Path, parts: Sequence[bytes]) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as handle:
+        for part in parts:
+            handle.write(part)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

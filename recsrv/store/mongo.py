@@ -1,0 +1,136 @@
+"""Checkpoints in MongoDB (store.url = mongodb://host:port/db), with PyMongo's async API.
+
+Collections: `checkpoints` (one metadata document per checkpoint, `complete` 0 until
+every chunk is written, then 1) and `checkpoint_chunks` (binary chunks under 16 MiB,
+`_id` = "<checkpoint id>.<seq>"). Only the portable subset of MongoDB is used:
+string ids, insert_one, update_one with $set, find, delete_many, indexes. `complete`
+is an integer, not a bool, because some wire-compatible servers do not keep bools
+written by $set.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from bson import Binary
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+
+from recsrv.errors import StoreError
+from recsrv.store import CheckpointInfo
+
+SERVER_TIMEOUT_MS = 5000
+
+
+class MongoStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.describe = f"MongoDB at {_safe_url(url)}"
+        self._client: AsyncMongoClient[dict[str, Any]] | None = None
+        self._db: AsyncDatabase[dict[str, Any]] | None = None
+
+    async def open(self) -> None:
+        try:
+            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+                self.url,
+                serverSelectionTimeoutMS=SERVER_TIMEOUT_MS,
+                connectTimeoutMS=SERVER_TIMEOUT_MS,
+                appname="recsrv",
+            )
+            self._client = client
+            database = client.get_default_database(default="recsrv")
+            await database["checkpoint_chunks"].create_index([("checkpoint", 1), ("seq", 1)])
+            await database["checkpoints"].create_index([("complete", 1), ("created_at", -1)])
+            self._db = database
+        except PyMongoError as exc:
+            await self.close()
+            raise StoreError(f"cannot open {self.describe}: {exc}") from exc
+
+    def _database(self) -> AsyncDatabase[dict[str, Any]]:
+        if self._db is None:
+            raise StoreError(f"{self.describe} is not open")
+        return self._db
+
+    async def write(self, info: CheckpointInfo, chunks: Sequence[bytes]) -> None:
+        db = self._database()
+        try:
+            await db["checkpoints"].insert_one(
+                {
+                    "_id": info.id,
+                    **info.to_dict(),
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info.created_at)),
+                    "chunk_ids": [_chunk_id(info.id, seq) for seq in range(len(chunks))],
+                    "complete": 0,
+                }
+            )
+            for seq, chunk in enumerate(chunks):
+                await db["checkpoint_chunks"].insert_one(
+                    {
+                        "_id": _chunk_id(info.id, seq),
+                        "checkpoint": info.id,
+                        "seq": seq,
+                        "data": Binary(chunk),
+                    }
+                )
+            await db["checkpoints"].update_one({"_id": info.id}, {"$set": {"complete": 1}})
+        except PyMongoError as exc:
+            raise StoreError(f"cannot write checkpoint {info.id}: {exc}") from exc
+
+    async def complete(self) -> list[CheckpointInfo]:
+        db = self._database()
+        try:
+            documents = await db["checkpoints"].find({"complete": 1}).to_list(None)
+        except PyMongoError as exc:
+            raise StoreError(f"cannot list checkpoints: {exc}") from exc
+        found = [CheckpointInfo.from_dict(d) for d in documents]
+        return sorted(found, key=lambda info: (info.created_at, info.id), reverse=True)
+
+    async def read(self, info: CheckpointInfo) -> AsyncIterator[bytes]:
+        db = self._database()
+        for seq in range(info.chunks):
+            try:
+                document = await db["checkpoint_chunks"].find_one({"_id": _chunk_id(info.id, seq)})
+            except PyMongoError as exc:
+                raise StoreError(f"cannot read checkpoint {info.id}: {exc}") from exc
+            if document is None:
+                raise StoreError(f"checkpoint {info.id} lacks chunk {seq}")
+            yield bytes(document["data"])
+
+    async def delete(self, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+        db = self._database()
+        try:
+            # Metadata first: a half-deleted checkpoint is then merely incomplete.
+            await db["checkpoints"].delete_many({"_id": {"$in": list(ids)}})
+            await db["checkpoint_chunks"].delete_many({"checkpoint": {"$in": list(ids)}})
+        except PyMongoError as exc:
+            raise StoreError(f"cannot delete checkpoints: {exc}") from exc
+
+    async def delete_incomplete(self) -> None:
+        db = self._database()
+        try:
+            complete = [info.id for info in await self.complete()]
+            await db["checkpoints"].delete_many({"complete": {"$ne": 1}})
+            await db["checkpoint_chunks"].delete_many({"checkpoint": {"$nin": complete}})
+        except PyMongoError as exc:
+            raise StoreError(f"cannot delete incomplete checkpoints: {exc}") from exc
+
+    async def close(self) -> None:
+        client, self._client, self._db = self._client, None, None
+        if client is not None:
+            await client.close()
+
+
+def _chunk_id(checkpoint_id: str, seq: int) -> str:
+    return f"{checkpoint_id}.{seq:06d}"
+
+
+def _safe_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest.split("/", 1)[0]:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest
