@@ -17,6 +17,7 @@ import os
 import statistics
 import time
 import uuid
+from collections.abc import Sequence
 
 import aio_pika
 import orjson
@@ -25,6 +26,7 @@ from recsrv.broker import Delivery
 from recsrv.broker.amqp import AmqpEventLog
 from recsrv.config import BrokerConfig, ModelConfig, SessionsConfig
 from recsrv.consumer import Consumer
+from recsrv.events import Event
 from recsrv.metrics import Metrics
 from recsrv.model import Model
 
@@ -88,7 +90,7 @@ async def recsrv_consume(config: BrokerConfig, last_offset: int) -> tuple[float,
     model = Model(ModelConfig(), SessionsConfig(max_sessions=1_000_000))
     caught_up = asyncio.Event()
 
-    def on_applied(delivery: Delivery) -> None:
+    def on_applied(delivery: Delivery, events: Sequence[Event]) -> None:
         if delivery.offset >= last_offset:
             caught_up.set()
 

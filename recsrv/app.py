@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
 
+import orjson
 import structlog
 from aiohttp import web
 
@@ -21,10 +23,16 @@ from recsrv.broker import EventLog, open_event_log
 from recsrv.checkpointer import Checkpointer
 from recsrv.config import Config
 from recsrv.http.api import CHECKPOINTER, RUNTIME, add_routes, error_middleware
+from recsrv.http.cors import install_cors
+from recsrv.http.storefront import SSE_HUB, add_storefront_routes, make_hub
 from recsrv.runtime import Runtime
 from recsrv.store import CheckpointStore, open_store
 
 logger = structlog.get_logger("recsrv")
+
+# The demo history spans the last three days; its catalog is older still.
+DEMO_HISTORY_S = 3 * 86400 + 60
+DEMO_BATCH = 1000
 
 
 def build_app(
@@ -41,7 +49,13 @@ def build_app(
     )
     app[RUNTIME] = runtime
     app[CHECKPOINTER] = Checkpointer(runtime)
+    hub = app[SSE_HUB] = make_hub(runtime)
+    runtime.consumer.on_applied = lambda _, events: hub.events_applied(events)
     add_routes(app)
+    add_storefront_routes(app)
+    install_cors(app, config.auth.cors_origins)
+    # Live streams end at the start of shutdown, not after the grace period.
+    app.on_shutdown.append(lambda _: hub.close())
     app.cleanup_ctx.append(_event_log)
     app.cleanup_ctx.append(_state)
     return app
@@ -71,7 +85,7 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
 async def _restore_and_run(runtime: Runtime, checkpointer: Checkpointer) -> None:
     # The server already answers /healthz (and /readyz with 503) while this restores.
     await checkpointer.restore()
-    runtime.restored = True
+    runtime.restored_event.set()
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(runtime.consumer.run(), name="recsrv-consumer")
         tasks.create_task(checkpointer.run(), name="recsrv-checkpoints")
@@ -84,10 +98,28 @@ def _report_end(runtime: Runtime, task: asyncio.Task[None]) -> None:
         runtime.problems["consumer"] = f"the consumer stopped: {task.exception()!r}"
 
 
-async def serve(config: Config, stop: asyncio.Event) -> None:
+async def _load_demo(runtime: Runtime) -> None:
+    """Publish the demo catalog and its prepared history through the normal event path.
+
+    Every demo event carries an event_id, so loading it again is de-duplicated.
+    """
+    from recsrv.demo import catalog_events, history
+
+    await runtime.restored_event.wait()
+    now = time.time()
+    events = catalog_events(now - DEMO_HISTORY_S) + history(now)
+    for start in range(0, len(events), DEMO_BATCH):
+        await runtime.log.publish(orjson.dumps(events[start : start + DEMO_BATCH]), "demo")
+    logger.info("demo_loaded", events=len(events))
+
+
+async def serve(config: Config, stop: asyncio.Event, demo: bool = False) -> None:
     """Serve until `stop` is set, then shut down in order."""
     app = build_app(config)
     runtime = app[RUNTIME]
+    if demo:
+        demo_task = asyncio.create_task(_load_demo(runtime), name="recsrv-demo")
+        app.on_shutdown.append(lambda _: _cancel(demo_task))
     logger.info(
         "starting",
         mode="embedded" if config.embedded else "production",
@@ -110,7 +142,13 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
         logger.info("stopped")
 
 
-def run(config: Config) -> int:
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def run(config: Config, demo: bool = False) -> int:
     """Run the server in this process until SIGINT or SIGTERM."""
 
     async def main() -> None:
@@ -124,7 +162,7 @@ def run(config: Config) -> int:
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
-        await serve(config, stop)
+        await serve(config, stop, demo)
 
     asyncio.run(main())
     return 0

@@ -1,4 +1,4 @@
-"""Command line: `recsrv run [--config PATH]`."""
+"""Command line: `recsrv run [--config PATH]`, `recsrv demo [--config PATH]`."""
 
 from __future__ import annotations
 
@@ -14,9 +14,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--version", action="version", version=f"recsrv {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="serve recommendations (embedded mode by default)")
-    run.add_argument(
-        "--config", metavar="PATH", help="config file (default: ./config.toml if present)"
+    demo = commands.add_parser(
+        "demo", help="run, and load the demo shop's catalog and history (open /demo)"
     )
+    for command in (run, demo):
+        command.add_argument(
+            "--config", metavar="PATH", help="config file (default: ./config.toml if present)"
+        )
     return parser.parse_args(argv)
 
 
@@ -34,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(config.log)
     try:
-        return run(config)
+        return run(config, demo=args.command == "demo")
     except RecsrvError as exc:
         print(f"recsrv: {exc}", file=sys.stderr)
         return 1

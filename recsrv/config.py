@@ -29,9 +29,20 @@ class ServerConfig:
     max_body_bytes: int = 4 * 1024 * 1024
     max_request_events: int = 1000
     shutdown_timeout_s: float = 10.0
+    # Server-Sent Events.
+    sse_heartbeat_s: float = 15.0
+    sse_coalesce_s: float = 0.025
+    sse_send_timeout_s: float = 10.0
+    sse_max_subscribers: int = 10_000
+    sse_max_per_session: int = 8
 
     def validate(self) -> None:
         _check_range("server.port", self.port, 0, 65535)
+        _check_range("server.sse_heartbeat_s", self.sse_heartbeat_s, 0.1, 3600)
+        _check_range("server.sse_coalesce_s", self.sse_coalesce_s, 0, 10)
+        _check_range("server.sse_send_timeout_s", self.sse_send_timeout_s, 0.1, 3600)
+        _check_range("server.sse_max_subscribers", self.sse_max_subscribers, 1, 10**7)
+        _check_range("server.sse_max_per_session", self.sse_max_per_session, 1, 10**4)
         _check_range("server.max_body_bytes", self.max_body_bytes, 1024, 1 << 30)
         _check_range("server.max_request_events", self.max_request_events, 1, 1_000_000)
         _check_range("server.shutdown_timeout_s", self.shutdown_timeout_s, 0, 3600)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 
 from recsrv.broker import Delivery, EventLog, InvalidCopy
 from recsrv.config import BrokerConfig
 from recsrv.errors import BrokerError
-from recsrv.events import USER_FORGET, Decoded, Invalid, decode_body
+from recsrv.events import USER_FORGET, Decoded, Event, Invalid, decode_body
 from recsrv.metrics import Metrics
 from recsrv.model import Model
 
@@ -36,7 +36,7 @@ class Consumer:
         model: Model,
         config: BrokerConfig,
         metrics: Metrics,
-        on_applied: Callable[[Delivery], None] | None = None,
+        on_applied: Callable[[Delivery, Sequence[Event]], None] | None = None,
     ) -> None:
         self.log = log
         self.model = model
@@ -93,7 +93,7 @@ class Consumer:
         self.metrics.model_offset.set(delivery.offset)
         self.metrics.model_events.set(self.model.events)
         if self.on_applied is not None:
-            self.on_applied(delivery)
+            self.on_applied(delivery, decoded.events)
 
     async def _apply_events(self, decoded: Decoded) -> None:
         for position, event in enumerate(decoded.events):

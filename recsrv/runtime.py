@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from recsrv.broker import EventLog
@@ -21,7 +22,7 @@ class Runtime:
     consumer: Consumer
     metrics: Metrics
     # Set once the state is restored (from the newest checkpoint, when there is one).
-    restored: bool = False
+    restored_event: asyncio.Event = field(default_factory=asyncio.Event)
     # Why the process is not ready, besides consumer lag (e.g. "cannot restore").
     problems: dict[str, str] = field(default_factory=dict)
     # What is degraded while the process still serves (e.g. "checkpoints failing").
@@ -40,6 +41,10 @@ class Runtime:
         """Swap in a restored model (one assignment each: readers see old or new)."""
         self.model = model
         self.consumer.model = model
+
+    @property
+    def restored(self) -> bool:
+        return self.restored_event.is_set()
 
     def model_info(self) -> dict[str, int]:
         return {"offset": self.model.offset, "events": self.model.events}

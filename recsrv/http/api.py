@@ -103,14 +103,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 # ---- parameters -------------------------------------------------------------
 
 
-def _k(request: web.Request) -> int:
+def param_k(request: web.Request) -> int:
     raw = request.query.get("k", "10")
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_K:
         raise _bad_parameter("k", f"must be an integer from 1 to {MAX_K}")
     return int(raw)
 
 
-def _optional_id(request: web.Request, name: str) -> str | None:
+def optional_id(request: web.Request, name: str) -> str | None:
     value = request.query.get(name)
     if value is None or value == "":
         return None
@@ -126,7 +126,7 @@ def _exclude(request: web.Request) -> frozenset[str]:
     return frozenset(ids)
 
 
-def _path_id(request: web.Request, name: str) -> str:
+def path_id(request: web.Request, name: str) -> str:
     value = request.match_info[name]
     if len(value) > MAX_ID_CHARS:
         raise _bad_parameter(name, f"must be at most {MAX_ID_CHARS} characters")
@@ -142,16 +142,17 @@ def _bad_parameter(name: str, reason: str) -> ApiError:
     )
 
 
+def list_body(runtime: Runtime, recs: recommend.RecList) -> dict[str, Any]:
+    """The JSON of every list endpoint (and of each SSE message)."""
+    return {
+        "items": [{"item_id": s.item_id, "score": s.score, "reason": s.reason} for s in recs.items],
+        "strategy": recs.strategy,
+        "model": runtime.model_info(),
+    }
+
+
 def _list_response(runtime: Runtime, recs: recommend.RecList) -> web.Response:
-    return json_response(
-        {
-            "items": [
-                {"item_id": s.item_id, "score": s.score, "reason": s.reason} for s in recs.items
-            ],
-            "strategy": recs.strategy,
-            "model": runtime.model_info(),
-        }
-    )
+    return json_response(list_body(runtime, recs))
 
 
 # ---- reads ------------------------------------------------------------------
@@ -161,11 +162,11 @@ async def get_recommendations(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     recs = recommend.recommend(
         runtime.model,
-        session_id=_optional_id(request, "session_id"),
-        user_id=_optional_id(request, "user_id"),
-        item_id=_optional_id(request, "item_id"),
-        k=_k(request),
-        category=_optional_id(request, "category"),
+        session_id=optional_id(request, "session_id"),
+        user_id=optional_id(request, "user_id"),
+        item_id=optional_id(request, "item_id"),
+        k=param_k(request),
+        category=optional_id(request, "category"),
         exclude=_exclude(request),
     )
     return _list_response(runtime, recs)
@@ -173,8 +174,8 @@ async def get_recommendations(request: web.Request) -> web.Response:
 
 async def get_similar(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    item_id = _path_id(request, "item_id")
-    recs = recommend.similar(runtime.model, item_id, k=_k(request))
+    item_id = path_id(request, "item_id")
+    recs = recommend.similar(runtime.model, item_id, k=param_k(request))
     if recs is None:
         raise _item_not_found(item_id)
     return _list_response(runtime, recs)
@@ -182,8 +183,8 @@ async def get_similar(request: web.Request) -> web.Response:
 
 async def get_bought_together(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    item_id = _path_id(request, "item_id")
-    recs = recommend.bought_together(runtime.model, item_id, k=_k(request))
+    item_id = path_id(request, "item_id")
+    recs = recommend.bought_together(runtime.model, item_id, k=param_k(request))
     if recs is None:
         raise _item_not_found(item_id)
     return _list_response(runtime, recs)
@@ -192,14 +193,14 @@ async def get_bought_together(request: web.Request) -> web.Response:
 async def get_popular(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     recs = recommend.popular(
-        runtime.model, k=_k(request), category=_optional_id(request, "category")
+        runtime.model, k=param_k(request), category=optional_id(request, "category")
     )
     return _list_response(runtime, recs)
 
 
 async def get_item(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    item_id = _path_id(request, "item_id")
+    item_id = path_id(request, "item_id")
     info = runtime.model.item_info(item_id)
     if info is None:
         raise _item_not_found(item_id)
@@ -214,7 +215,7 @@ def _item_not_found(item_id: str) -> ApiError:
 
 
 async def put_item(request: web.Request) -> web.Response:
-    item_id = _path_id(request, "item_id")
+    item_id = path_id(request, "item_id")
     body = await _json_body(request)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_body", "the body must be a JSON object (the catalog item)")
@@ -225,12 +226,12 @@ async def put_item(request: web.Request) -> web.Response:
 
 
 async def delete_item(request: web.Request) -> web.Response:
-    item_id = _path_id(request, "item_id")
+    item_id = path_id(request, "item_id")
     return await _publish_one(request, {"type": CATALOG_DELETE, "item_id": item_id})
 
 
 async def delete_user(request: web.Request) -> web.Response:
-    user_id = _path_id(request, "user_id")
+    user_id = path_id(request, "user_id")
     return await _publish_one(request, {"type": USER_FORGET, "user_id": user_id})
 
 
