@@ -1,0 +1,200 @@
+"""Checkpoint of a large state: size, time, and the longest event-loop stall (P5, P6).
+
+Builds a model of --items items and --sessions sessions of --per-session events
+each, reports the process RSS (design P5), then takes checkpoints the way the
+server does (snapshot in a worker thread under the consumer lock, then the write)
+to a file store and to a MongoDB-wire server, while a task on the event loop
+measures how late its 1 ms ticks come (design P6: no stall > 50 ms, done <= 10 s).
+Finally it times a restore.
+
+    python bench/checkpoint.py [--items 100000] [--sessions 1000000] [--per-session 20]
+        [--mongodb-url mongodb://127.0.0.1:27017/recsrv_bench]   (default: starts nx-27017)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from recsrv.config import ModelConfig, SessionsConfig
+from recsrv.events import Interaction
+from recsrv.model import Model
+from recsrv.state.snapshot import STATE_FORMAT, dump_state, load_state
+from recsrv.store import CheckpointInfo, CheckpointStore
+from recsrv.store.codec import decode, encode
+from recsrv.store.files import FileStore
+from recsrv.store.mongo import MongoStore
+
+KINDS = ["view"] * 7 + ["click"] * 2 + ["add_to_cart"]
+
+
+def build(items: int, sessions: int, per_session: int) -> Model:
+    config = SessionsConfig(max_sessions=sessions, ttl_s=10**8)
+    model = Model(ModelConfig(), config)
+    rng = random.Random(1)
+    ts = 1_700_000_000.0
+    started = time.perf_counter()
+    for s in range(sessions):
+        session_id = f"session-{s:08d}"
+        base = rng.randrange(items)
+        for _ in range(per_session):
+            item = (base + int(rng.expovariate(0.05))) % items
+            model.apply(Interaction(rng.choice(KINDS), session_id, ts, item_id=f"item-{item}"))
+            ts += 0.01
+        if s and s % 100_000 == 0:
+            rate = s * per_session / (time.perf_counter() - started)
+            print(f"  built {s:,} sessions ({rate:,.0f} events/s)", flush=True)
+    return model
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class LoopLag:
+    """Measures how late 1 ms sleeps wake up: the event loop's longest stall."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.001)
+            self.worst = max(self.worst, time.perf_counter() - before - 0.001)
+
+    def __enter__(self) -> LoopLag:
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+async def checkpoint(model: Model, store: CheckpointStore) -> tuple[float, float, float, int]:
+    """(snapshot seconds, write seconds, worst loop stall seconds, bytes)."""
+    await store.open()
+    lock = asyncio.Lock()
+    with LoopLag() as lag:
+        await asyncio.sleep(0.05)
+        started = time.perf_counter()
+        async with lock:
+            encoded = await asyncio.to_thread(lambda: encode(dump_state(model)))
+        snapshot_s = time.perf_counter() - started
+        info = CheckpointInfo(
+            id=f"bench-{time.time_ns()}",
+            created_at=time.time(),
+            offset=model.offset,
+            events=model.events,
+            format=STATE_FORMAT,
+            chunks=len(encoded.chunks),
+            size=encoded.size,
+            sha256=encoded.sha256,
+        )
+        started = time.perf_counter()
+        await store.write(info, encoded.chunks)
+        write_s = time.perf_counter() - started
+    await store.delete([info.id])
+    await store.close()
+    return snapshot_s, write_s, lag.worst, encoded.size
+
+
+def start_nx(workdir: Path) -> tuple[str, Path]:
+    port = 27000 + os.getpid() % 1000
+    pid_file = (workdir / "nx.pid").resolve()
+    executable = shutil.which("nx-27017") or str(Path(sys.executable).parent / "nx-27017")
+    subprocess.run(
+        [
+            executable,
+            "-d",
+            "--data-dir",
+            str((workdir / "mongo").resolve()),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--pid-file",
+            str(pid_file),
+            "--log-file",
+            str((workdir / "nx.log").resolve()),
+        ],
+        check=True,
+    )
+    time.sleep(1.0)
+    return f"mongodb://127.0.0.1:{port}/recsrv_bench", pid_file
+
+
+async def run(args: argparse.Namespace) -> None:
+    print(f"building {args.items:,} items x {args.sessions:,} sessions x {args.per_session}")
+    baseline = rss_mib()
+    started = time.perf_counter()
+    model = build(args.items, args.sessions, args.per_session)
+    events = args.sessions * args.per_session
+    print(f"built {model.stats()} from {events:,} events in {time.perf_counter() - started:.0f} s")
+    rss = rss_mib()
+    print(
+        f"P5 RSS {rss:,.0f} MiB (interpreter and libraries before building: {baseline:,.0f} "
+        f"MiB); target <= 2,048 MiB; {(rss - baseline) * 2**20 / args.sessions:,.0f} bytes "
+        f"per session with its share of the items"
+    )
+
+    workdir = Path(tempfile.mkdtemp(prefix="recsrv-bench-"))
+    stores: list[tuple[str, CheckpointStore]] = [("files", FileStore(str(workdir / "files")))]
+    pid_file = None
+    url = args.mongodb_url
+    if url is None:
+        (workdir / "mongo").mkdir()
+        url, pid_file = start_nx(workdir)
+    stores.append(("mongodb", MongoStore(url)))
+    try:
+        for name, store in stores:
+            runs = [await checkpoint(model, store) for _ in range(args.repeat)]
+            snapshot = statistics.median(r[0] for r in runs)
+            write = statistics.median(r[1] for r in runs)
+            worst = max(r[2] for r in runs)
+            print(
+                f"P6 {name:8s} size {runs[0][3] / 2**20:,.0f} MiB, snapshot {snapshot:.2f} s "
+                f"+ write {write:.2f} s = {snapshot + write:.2f} s (target <= 10 s), longest "
+                f"loop stall {worst * 1000:.0f} ms (target <= 50 ms), median of {args.repeat}"
+            )
+    finally:
+        if pid_file is not None:
+            executable = shutil.which("nx-27017") or str(Path(sys.executable).parent / "nx-27017")
+            stop = [executable, "--stop", "--pid-file", str(pid_file)]
+            await asyncio.to_thread(subprocess.run, stop, check=False)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    started = time.perf_counter()
+    encoded = encode(dump_state(model))
+    restored = load_state(decode(encoded.chunks), model.config, model.sessions_config)
+    print(f"restore (decode + rebuild) {time.perf_counter() - started:.2f} s, {restored.stats()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--sessions", type=int, default=1_000_000)
+    parser.add_argument("--per-session", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--mongodb-url", default=None)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
