@@ -293,6 +293,15 @@ def _is_str_tuple(hint: Any) -> bool:
     return typing.get_origin(hint) is tuple or isinstance(hint, types.GenericAlias)
 
 
+def redact_url(url: str) -> str:
+    """The URL without its user and password, for logs and messages."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    return scheme + sep + authority + slash + path
+
+
 def _check_range(key: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
         raise ConfigError(key, f"must be between {low:g} and {high:g}, got {value!r}")

@@ -22,7 +22,7 @@ from aio_pika.abc import (
 )
 
 from recsrv.broker import Delivery, InvalidCopy
-from recsrv.config import BrokerConfig
+from recsrv.config import BrokerConfig, redact_url
 from recsrv.errors import BrokerError
 
 # Errors aio-pika and its transport raise when the broker or the connection fails.
@@ -77,7 +77,7 @@ class AmqpEventLog:
             await invalid_queue.bind(self._invalid_exchange, routing_key="#")
         except AMQP_ERRORS as exc:
             await self.close()
-            where = _safe_url(self.config.url)
+            where = redact_url(self.config.url)
             raise BrokerError(f"cannot set up RabbitMQ at {where}: {exc!r}") from exc
 
     async def publish(self, body: bytes, routing_key: str) -> None:
@@ -251,11 +251,3 @@ def _delivery(message: AbstractIncomingMessage) -> Delivery:
         body=message.body,
         timestamp=stamp.timestamp() if stamp is not None else None,
     )
-
-
-def _safe_url(url: str) -> str:
-    """The URL without its password, for logs."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.split("@", 1)[1]
-    return scheme + sep + rest

@@ -6,6 +6,7 @@ from functools import cache
 from typing import Any
 
 from recsrv import __version__
+from recsrv.events import EVENT_TYPES
 
 ID = {"type": "string", "minLength": 1, "maxLength": 128}
 
@@ -148,20 +149,7 @@ SCHEMAS: dict[str, Any] = {
         "add_to_cart, remove_from_cart, purchase, search), catalog.upsert, catalog.delete "
         "or user.forget.",
         "properties": {
-            "type": {
-                "type": "string",
-                "enum": [
-                    "view",
-                    "click",
-                    "add_to_cart",
-                    "remove_from_cart",
-                    "purchase",
-                    "search",
-                    "catalog.upsert",
-                    "catalog.delete",
-                    "user.forget",
-                ],
-            },
+            "type": {"type": "string", "enum": list(EVENT_TYPES)},
             "session_id": ID,
             "user_id": {"type": ["string", "null"], "maxLength": 128},
             "item_id": ID,

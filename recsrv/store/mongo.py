@@ -19,6 +19,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
+from recsrv.config import redact_url
 from recsrv.errors import StoreError
 from recsrv.store import CheckpointInfo
 
@@ -28,7 +29,7 @@ SERVER_TIMEOUT_MS = 5000
 class MongoStore:
     def __init__(self, url: str) -> None:
         self.url = url
-        self.describe = f"MongoDB at {_safe_url(url)}"
+        self.describe = f"MongoDB at {redact_url(url)}"
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
         self._db: AsyncDatabase[dict[str, Any]] | None = None
 
@@ -127,10 +128,3 @@ class MongoStore:
 
 def _chunk_id(checkpoint_id: str, seq: int) -> str:
     return f"{checkpoint_id}.{seq:06d}"
-
-
-def _safe_url(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest.split("/", 1)[0]:
-        rest = "***@" + rest.split("@", 1)[1]
-    return scheme + sep + rest
