@@ -26,6 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bson import Binary
+from pymongo import AsyncMongoClient
+
 from recsrv.config import ModelConfig, SessionsConfig
 from recsrv.events import Interaction
 from recsrv.model import Model
@@ -85,6 +88,19 @@ class LoopLag:
     def __exit__(self, *exc: object) -> None:
         assert self._task is not None
         self._task.cancel()
+
+
+async def raw_insert(url: str, chunks: list[bytes]) -> float:
+    """The limit: the same bytes inserted with plain PyMongo, one document per chunk."""
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(url)
+    collection = client.get_default_database()["raw_bench"]
+    started = time.perf_counter()
+    for seq, chunk in enumerate(chunks):
+        await collection.insert_one({"_id": str(seq), "data": Binary(chunk)})
+    elapsed = time.perf_counter() - started
+    await collection.drop()
+    await client.close()
+    return elapsed
 
 
 async def checkpoint(model: Model, store: CheckpointStore) -> tuple[float, float, float, int]:
@@ -173,6 +189,13 @@ async def run(args: argparse.Namespace) -> None:
                 f"+ write {write:.2f} s = {snapshot + write:.2f} s (target <= 10 s), longest "
                 f"loop stall {worst * 1000:.0f} ms (target <= 50 ms), median of {args.repeat}"
             )
+            if name == "mongodb":
+                chunks = encode(dump_state(model)).chunks
+                limit = statistics.median([await raw_insert(url, chunks) for _ in range(2)])
+                print(
+                    f"   the server's own limit: plain PyMongo inserts of the same bytes take "
+                    f"{limit:.2f} s; recsrv's write / limit = {write / limit:.2f}"
+                )
     finally:
         if pid_file is not None:
             executable = shutil.which("nx-27017") or str(Path(sys.executable).parent / "nx-27017")

@@ -22,7 +22,9 @@ import numpy as np
 from recsrv.errors import StoreError
 
 CODEC_FORMAT: Final = 1
-CHUNK_BYTES: Final = 8 * 1024 * 1024  # well under MongoDB's 16 MiB document limit
+# Well under MongoDB's 16 MiB document limit; PyMongo encodes each document on the
+# event loop, so a smaller chunk is a shorter stall.
+CHUNK_BYTES: Final = 4 * 1024 * 1024
 WRITE_SLICE: Final = 2 * 1024 * 1024
 NAME_LENGTH = struct.Struct("<H")
 
@@ -34,46 +36,55 @@ class Encoded:
     sha256: str
 
 
+class _Chunks:
+    """Collects the stream into fixed-size chunks, copying at most WRITE_SLICE bytes per
+    call: a worker thread encoding a checkpoint then never holds the GIL for long
+    (no buffer ever grows, and so is never reallocated, past CHUNK_BYTES)."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.digest = hashlib.sha256()
+        self._current = bytearray(CHUNK_BYTES)
+        self._fill = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        position = 0
+        while position < len(view):
+            take = min(CHUNK_BYTES - self._fill, WRITE_SLICE, len(view) - position)
+            self._current[self._fill : self._fill + take] = view[position : position + take]
+            self._fill += take
+            position += take
+            if self._fill == CHUNK_BYTES:
+                self.flush()
+
+    def flush(self) -> None:
+        if self._fill:
+            chunk = bytes(memoryview(self._current)[: self._fill])
+            self.digest.update(chunk)
+            self.chunks.append(chunk)
+            self._fill = 0
+
+
 def encode(arrays: Iterable[tuple[str, np.ndarray]]) -> Encoded:
     """Serialise named arrays into chunks."""
-    chunks: list[bytes] = []
-    digest = hashlib.sha256()
-    buffer = io.BytesIO()
-
-    def cut(final: bool) -> io.BytesIO:
-        data = buffer.getbuffer()
-        start = 0
-        while len(data) - start >= CHUNK_BYTES or (final and start < len(data)):
-            chunk = bytes(data[start : start + CHUNK_BYTES])
-            digest.update(chunk)
-            chunks.append(chunk)
-            start += CHUNK_BYTES
-        rest = bytes(data[start:])
-        del data  # release the export before the buffer is replaced
-        return io.BytesIO(rest)
-
+    out = _Chunks()
     for name, array in arrays:
         if array.dtype.hasobject:
             raise StoreError(f"array {name!r} has object dtype; it cannot be checkpointed")
         encoded_name = name.encode()
-        buffer.seek(0, io.SEEK_END)
-        buffer.write(NAME_LENGTH.pack(len(encoded_name)) + encoded_name)
-        _write_array(buffer, array)
-        if buffer.tell() >= CHUNK_BYTES:
-            buffer = cut(final=False)
-    buffer = cut(final=True)
-    return Encoded(chunks, sum(len(c) for c in chunks), digest.hexdigest())
-
-
-def _write_array(buffer: io.BytesIO, array: np.ndarray) -> None:
-    """The .npy record of `array`, its data copied in slices of WRITE_SLICE bytes so that
-    a worker thread never holds the GIL for long (the event loop keeps running)."""
-    if not array.flags.c_contiguous:
-        array = array.copy(order="C")
-    np.lib.format.write_array_header_2_0(buffer, np.lib.format.header_data_from_array_1_0(array))
-    data = array.reshape(-1).view(np.uint8).data
-    for start in range(0, len(data), WRITE_SLICE):
-        buffer.write(data[start : start + WRITE_SLICE])
+        out.write(NAME_LENGTH.pack(len(encoded_name)) + encoded_name)
+        if not array.flags.c_contiguous:
+            array = array.copy(order="C")
+        header = io.BytesIO()
+        np.lib.format.write_array_header_2_0(
+            header, np.lib.format.header_data_from_array_1_0(array)
+        )
+        out.write(header.getbuffer())
+        if array.size:
+            out.write(array.reshape(-1).view(np.uint8).data)
+    out.flush()
+    return Encoded(out.chunks, sum(len(c) for c in out.chunks), out.digest.hexdigest())
 
 
 def decode(chunks: Iterable[bytes], sha256: str | None = None) -> dict[str, np.ndarray]:

@@ -1,0 +1,55 @@
+"""Checkpoint bytes: arrays survive the round trip exactly; damage is detected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recsrv.errors import StoreError
+from recsrv.store.codec import CHUNK_BYTES, decode, encode
+
+ARRAYS = [
+    ("ints", np.arange(3_000_000, dtype=np.int32)),
+    ("floats", np.random.default_rng(1).random(1_500_000)),
+    ("bytes", np.frombuffer(b"hello", dtype=np.uint8)),
+    ("empty", np.zeros((0, 5))),
+    ("strided", np.arange(12, dtype=np.int8).reshape(3, 4)[:, ::2]),
+    ("scalar", np.array(3.5)),
+    ("bools", np.array([True, False, True])),
+    ("matrix", np.arange(20_000, dtype=np.int64).reshape(1000, 20)),
+]
+
+
+def test_round_trip_keeps_names_dtypes_shapes_and_values() -> None:
+    encoded = encode(iter(ARRAYS))
+    decoded = decode(encoded.chunks, encoded.sha256)
+    assert list(decoded) == [name for name, _ in ARRAYS]
+    for name, array in ARRAYS:
+        assert decoded[name].dtype == array.dtype, name
+        assert decoded[name].shape == array.shape, name
+        assert np.array_equal(decoded[name], array), name
+
+
+def test_chunks_are_full_size_but_the_last_and_sizes_add_up() -> None:
+    encoded = encode(iter(ARRAYS))
+    assert len(encoded.chunks) >= 3
+    assert all(len(chunk) == CHUNK_BYTES for chunk in encoded.chunks[:-1])
+    assert 0 < len(encoded.chunks[-1]) <= CHUNK_BYTES
+    assert encoded.size == sum(len(chunk) for chunk in encoded.chunks)
+
+
+def test_damage_and_object_arrays_are_refused() -> None:
+    encoded = encode(iter(ARRAYS))
+    damaged = [encoded.chunks[0][:-1] + b"x", *encoded.chunks[1:]]
+    with pytest.raises(StoreError, match="checksum"):
+        decode(damaged, encoded.sha256)
+    with pytest.raises(StoreError, match="corrupt"):
+        decode([encoded.chunks[0][:1000]])
+    with pytest.raises(StoreError, match="object dtype"):
+        encode(iter([("objects", np.array([{"a": 1}], dtype=object))]))
+
+
+def test_empty_checkpoint() -> None:
+    encoded = encode(iter([]))
+    assert encoded.chunks == []
+    assert decode([], encoded.sha256) == {}
