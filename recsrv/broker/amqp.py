@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aio_pika
@@ -38,7 +38,7 @@ AMQP_ERRORS = (
 # reused, how long to wait for the first and the following deliveries, at most how
 # long a probe runs on a busy stream, and its prefetch.
 END_OFFSET_CACHE_S = 1.0
-PROBE_FIRST_WAIT_S = 0.25
+PROBE_FIRST_WAIT_S = 0.5
 PROBE_NEXT_WAIT_S = 0.05
 PROBE_MAX_S = 1.0
 PROBE_PREFETCH = 1000
@@ -53,6 +53,9 @@ class AmqpEventLog:
         self._exchange: AbstractExchange | None = None
         self._invalid_exchange: AbstractExchange | None = None
         self._end_offset_cache: tuple[float, int] | None = None
+        # The highest offset any consumer of ours has received: the stream reaches at
+        # least that far, whatever a probe says.
+        self._highest_received = -1
 
     async def start(self) -> None:
         try:
@@ -162,24 +165,42 @@ class AmqpEventLog:
             # A stream refuses a consumer without a prefetch limit.
             await channel.set_qos(prefetch_count=prefetch)
             queue = await channel.get_queue(self.config.queue, ensure=False)
-            await queue.consume(inbox.put, arguments={"x-stream-offset": start})
+            await queue.consume(self._receiver(inbox), arguments={"x-stream-offset": start})
         except AMQP_ERRORS as exc:
             raise BrokerError(f"cannot consume {self.config.queue!r}: {exc!r}") from exc
         return channel, closed
 
-    async def end_offset(self) -> int:
-        """The newest offset, read by a short-lived consumer started at "last".
+    def _receiver(
+        self, inbox: asyncio.Queue[AbstractIncomingMessage]
+    ) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+        async def receive(message: AbstractIncomingMessage) -> None:
+            offset = message.headers.get("x-stream-offset")
+            if isinstance(offset, int) and offset > self._highest_received:
+                self._highest_received = offset
+            await inbox.put(message)
 
-        A passive declare's message_count would be cheaper but RabbitMQ refreshes it
-        only every few seconds, which would report a restarting consumer as caught up.
-        "last" starts at the stream's last chunk: read it until the stream goes quiet.
+        return receive
+
+    async def end_offset(self) -> int:
+        """The newest offset: the highest our consumers received, or what a short-lived
+        consumer started at "last" reads (the stream's last chunk, until it goes quiet).
+
+        A passive declare's message_count alone would be cheaper, but RabbitMQ refreshes
+        it only every few seconds, which would report a restarting consumer as caught up.
         """
         now = time.monotonic()
         if self._end_offset_cache and now - self._end_offset_cache[0] < END_OFFSET_CACHE_S:
             return self._end_offset_cache[1]
+        # A stream known not to be empty gets time to deliver its last chunk even on a
+        # loaded machine; an empty one answers nothing, so that wait must stay short.
+        count = await self._stale_length()
+        known_end = self._highest_received
+        first_wait = (
+            self.config.connect_timeout_s if count or known_end >= 0 else PROBE_FIRST_WAIT_S
+        )
         inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         channel, closed = await self._open_consumer("last", PROBE_PREFETCH, inbox)
-        end, wait, deadline = -1, PROBE_FIRST_WAIT_S, now + PROBE_MAX_S
+        end, wait, deadline = known_end, first_wait, now + first_wait + PROBE_MAX_S
         try:
             while time.monotonic() < deadline:
                 try:
@@ -194,6 +215,15 @@ class AmqpEventLog:
             await _close_quietly(channel, None)
         self._end_offset_cache = (now, end)
         return end
+
+    async def _stale_length(self) -> int:
+        """The stream's message count as RabbitMQ last refreshed it (seconds old)."""
+        channel = self._require(self._publish_channel)
+        try:
+            queue = await channel.declare_queue(self.config.queue, passive=True)
+        except AMQP_ERRORS as exc:
+            raise BrokerError(f"cannot declare {self.config.queue!r}: {exc!r}") from exc
+        return queue.declaration_result.message_count or 0
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
