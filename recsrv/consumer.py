@@ -87,13 +87,18 @@ class Consumer:
         )
         for invalid in decoded.invalid:
             await self._record_invalid(delivery.offset, invalid)
-        async with self.lock:
-            await self._apply_events(decoded)
-            self.model.offset = delivery.offset
+        # Shielded: cancelling the consumer (shutdown) lets the message finish, so the
+        # final checkpoint, which waits for the lock, never sees half of one.
+        await asyncio.shield(self._apply_whole(decoded, delivery.offset))
         self.metrics.model_offset.set(delivery.offset)
         self.metrics.model_events.set(self.model.events)
         if self.on_applied is not None:
             self.on_applied(delivery, decoded.events)
+
+    async def _apply_whole(self, decoded: Decoded, offset: int) -> None:
+        async with self.lock:
+            await self._apply_events(decoded)
+            self.model.offset = offset
 
     async def _apply_events(self, decoded: Decoded) -> None:
         for position, event in enumerate(decoded.events):

@@ -84,3 +84,15 @@ async def test_large_message_yields_to_the_event_loop_while_applying() -> None:
     assert consumer.model.events == 5000
     # 5000 events in slices of 256: the loop ran other tasks in between.
     assert ticks >= 5000 // 256
+
+
+async def test_cancelling_mid_message_still_applies_the_whole_message() -> None:
+    consumer, _ = make_consumer()
+    body = orjson.dumps([view(f"s{i % 50}", f"i{i % 300}") for i in range(5000)])
+    task = asyncio.create_task(consumer.apply(Delivery(offset=4, body=body, timestamp=None)))
+    for _ in range(3):
+        await asyncio.sleep(0)  # let it start, a few slices in
+    task.cancel()
+    # A checkpoint waits for the lock, then sees the whole message or none of it.
+    async with consumer.lock:
+        assert (consumer.model.offset, consumer.model.events) == (4, 5000)
