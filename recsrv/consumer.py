@@ -87,9 +87,14 @@ class Consumer:
         )
         for invalid in decoded.invalid:
             await self._record_invalid(delivery.offset, invalid)
-        # Shielded: cancelling the consumer (shutdown) lets the message finish, so the
-        # final checkpoint, which waits for the lock, never sees half of one.
-        await asyncio.shield(self._apply_whole(decoded, delivery.offset))
+        applying = self._apply_whole(decoded, delivery.offset)
+        if len(decoded.events) > APPLY_SLICE:
+            # Applied in slices: shielded, so cancelling the consumer (shutdown) lets the
+            # message finish and the final checkpoint, which waits for the lock, never
+            # sees half of one. A smaller message has no await inside: it is atomic.
+            await asyncio.shield(applying)
+        else:
+            await applying
         self.metrics.model_offset.set(delivery.offset)
         self.metrics.model_events.set(self.model.events)
         if self.on_applied is not None:
