@@ -7,26 +7,13 @@ import pytest
 from recsrv.config import ModelConfig, SessionsConfig
 from recsrv.events import (
     CatalogDelete,
-    CatalogItem,
-    CatalogUpsert,
     Event,
     Interaction,
     LineItem,
     UserForget,
 )
 from recsrv.model import Model
-
-T0 = 1_700_000_000.0
-
-
-def act(
-    kind: str, session: str, item: str | None = None, t: float = 0.0, **fields: Any
-) -> Interaction:
-    return Interaction(kind, session, ts=T0 + t, item_id=item, **fields)
-
-
-def upsert(item: str, t: float = 0.0, **fields: Any) -> CatalogUpsert:
-    return CatalogUpsert(CatalogItem(item, **fields), ts=T0 + t)
+from tests.unit.builders import T0, act, upsert
 
 
 def build(events: Sequence[Event], sessions: SessionsConfig | None = None, **config: Any) -> Model:
