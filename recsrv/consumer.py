@@ -12,12 +12,13 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
+import orjson
 import structlog
 
 from recsrv.broker import Delivery, EventLog, InvalidCopy
 from recsrv.config import BrokerConfig
 from recsrv.errors import BrokerError
-from recsrv.events import USER_FORGET, Decoded, Event, Invalid, decode_body
+from recsrv.events import USER_FORGET, Decoded, Event, Invalid, decode_body, event_to_json
 from recsrv.metrics import Metrics
 from recsrv.model import Model
 
@@ -87,7 +88,8 @@ class Consumer:
         )
         for invalid in decoded.invalid:
             await self._record_invalid(delivery.offset, invalid)
-        applying = self._apply_whole(decoded, delivery.offset)
+        failed: list[Invalid] = []
+        applying = self._apply_whole(decoded, delivery.offset, failed)
         if len(decoded.events) > APPLY_SLICE:
             # Applied in slices: shielded, so cancelling the consumer (shutdown) lets the
             # message finish and the final checkpoint, which waits for the lock, never
@@ -95,21 +97,40 @@ class Consumer:
             await asyncio.shield(applying)
         else:
             await applying
+        for invalid in failed:
+            await self._record_invalid(delivery.offset, invalid)
         self.metrics.model_offset.set(delivery.offset)
         self.metrics.model_events.set(self.model.events)
         if self.on_applied is not None:
             self.on_applied(delivery, decoded.events)
 
-    async def _apply_whole(self, decoded: Decoded, offset: int) -> None:
+    async def _apply_whole(self, decoded: Decoded, offset: int, failed: list[Invalid]) -> None:
         async with self.lock:
-            await self._apply_events(decoded)
+            await self._apply_events(decoded, failed)
             self.model.offset = offset
 
-    async def _apply_events(self, decoded: Decoded) -> None:
+    async def _apply_events(self, decoded: Decoded, failed: list[Invalid]) -> None:
         for position, event in enumerate(decoded.events):
             if position and position % APPLY_SLICE == 0:
                 await asyncio.sleep(0)
-            if self.model.apply(event):
+            try:
+                applied = self.model.apply(event)
+            except Exception as exc:
+                # A bug must not stop the stream: the event is recorded as invalid with
+                # the error (and the same happens on a replay, so state stays a
+                # function of the stream).
+                logger.exception("apply_failed", event_type=event.type, position=position)
+                failed.append(
+                    Invalid(
+                        code="apply_failed",
+                        index=position,
+                        field=None,
+                        reason=f"internal error while applying: {exc!r}",
+                        element=orjson.dumps(event_to_json(event)),
+                    )
+                )
+                continue
+            if applied:
                 self.metrics.events_applied.labels(event.type).inc()
                 if event.type == USER_FORGET:
                     self.forgets += 1

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+import pytest
 
 from recsrv.broker import Delivery
 from recsrv.broker.memory import MemoryEventLog
 from recsrv.config import BrokerConfig, ModelConfig, SessionsConfig
 from recsrv.consumer import Consumer
+from recsrv.events import Event
 from recsrv.metrics import Metrics
 from recsrv.model import Model
 
@@ -96,3 +98,23 @@ async def test_cancelling_mid_message_still_applies_the_whole_message() -> None:
     # A checkpoint waits for the lock, then sees the whole message or none of it.
     async with consumer.lock:
         assert (consumer.model.offset, consumer.model.events) == (4, 5000)
+
+
+async def test_an_event_the_model_fails_on_is_recorded_and_the_rest_applied(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    consumer, log = make_consumer()
+    original = consumer.model.apply
+
+    def apply(event: Event) -> bool:
+        if getattr(event, "item_id", None) == "boom":
+            raise ValueError("bug")
+        return original(event)
+
+    monkeypatch.setattr(consumer.model, "apply", apply)
+    body = orjson.dumps([view("s", "a"), view("s", "boom"), view("s", "b")])
+    await consumer.apply(Delivery(offset=0, body=body, timestamp=None))
+    assert (consumer.model.offset, consumer.model.events) == (0, 2)
+    assert [(c.code, c.index) for c in log.invalid] == [("apply_failed", 1)]
+    assert "ValueError('bug')" in log.invalid[0].reason
+    assert orjson.loads(log.invalid[0].element)["item_id"] == "boom"
