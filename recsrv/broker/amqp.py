@@ -127,13 +127,13 @@ class AmqpEventLog:
         # Not aio-pika's queue iterator: on close it nacks what it buffered, and a
         # stream answers a nack by closing the whole connection. Deliveries not yet
         # acked are simply dropped with the channel; the offset is ours to keep.
-        inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        channel, closed = await self._open_consumer(start, self.config.prefetch, inbox)
+        inbox: Inbox = asyncio.Queue()
+        channel = await self._open_consumer(start, self.config.prefetch, inbox)
         unacked: AbstractIncomingMessage | None = None
         pending = 0
         try:
             while True:
-                message = await _next_message(inbox, closed)
+                message = await _next_message(inbox)
                 yield _delivery(message)
                 # The caller asked for the next message: this one is processed.
                 unacked, pending = message, pending + 1
@@ -149,30 +149,23 @@ class AmqpEventLog:
         self,
         start: int | str,
         prefetch: int,
-        inbox: asyncio.Queue[AbstractIncomingMessage],
-    ) -> tuple[AbstractChannel, asyncio.Future[Any]]:
+        inbox: Inbox,
+    ) -> AbstractChannel:
         """A channel of its own consuming the stream from `start` into `inbox`."""
         connection = self._require(self._connection)
         try:
-            channel = await connection.channel()
-            closed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-            def on_close(_: object, exc: BaseException | None) -> None:
-                if not closed.done():
-                    closed.set_result(exc)
-
-            channel.close_callbacks.add(on_close)
+            channel: AbstractChannel = await connection.channel()
+            # Wakes the reader when the channel dies: it is waiting on the inbox.
+            channel.close_callbacks.add(lambda _, exc: inbox.put_nowait(ChannelClosed(exc)))
             # A stream refuses a consumer without a prefetch limit.
             await channel.set_qos(prefetch_count=prefetch)
             queue = await channel.get_queue(self.config.queue, ensure=False)
             await queue.consume(self._receiver(inbox), arguments={"x-stream-offset": start})
         except AMQP_ERRORS as exc:
             raise BrokerError(f"cannot consume {self.config.queue!r}: {exc!r}") from exc
-        return channel, closed
+        return channel
 
-    def _receiver(
-        self, inbox: asyncio.Queue[AbstractIncomingMessage]
-    ) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+    def _receiver(self, inbox: Inbox) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
         async def receive(message: AbstractIncomingMessage) -> None:
             offset = message.headers.get("x-stream-offset")
             if isinstance(offset, int) and offset > self._highest_received:
@@ -198,13 +191,13 @@ class AmqpEventLog:
         first_wait = (
             self.config.connect_timeout_s if count or known_end >= 0 else PROBE_FIRST_WAIT_S
         )
-        inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        channel, closed = await self._open_consumer("last", PROBE_PREFETCH, inbox)
+        inbox: Inbox = asyncio.Queue()
+        channel = await self._open_consumer("last", PROBE_PREFETCH, inbox)
         end, wait, deadline = known_end, first_wait, now + first_wait + PROBE_MAX_S
         try:
             while time.monotonic() < deadline:
                 try:
-                    message = await asyncio.wait_for(_next_message(inbox, closed), wait)
+                    message = await asyncio.wait_for(_next_message(inbox), wait)
                 except TimeoutError:
                     break
                 end, wait = max(end, _header_offset(message)), PROBE_NEXT_WAIT_S
@@ -237,21 +230,22 @@ class AmqpEventLog:
         return value
 
 
-async def _next_message(
-    inbox: asyncio.Queue[AbstractIncomingMessage], closed: asyncio.Future[Any]
-) -> AbstractIncomingMessage:
-    """The next delivery, or BrokerError if the channel closes first."""
-    if not inbox.empty():
-        return inbox.get_nowait()
-    getter = asyncio.ensure_future(inbox.get())
-    try:
-        await asyncio.wait((getter, closed), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not getter.done():
-            getter.cancel()
-    if not getter.done() or getter.cancelled():
-        raise BrokerError(f"the consumer channel closed: {closed.result()!r}")
-    return getter.result()
+class ChannelClosed:
+    """Put in a consumer's inbox when its channel closes."""
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+
+Inbox = asyncio.Queue[AbstractIncomingMessage | ChannelClosed]
+
+
+async def _next_message(inbox: Inbox) -> AbstractIncomingMessage:
+    """The next delivery, or BrokerError if the channel closed first."""
+    item = await inbox.get()
+    if isinstance(item, ChannelClosed):
+        raise BrokerError(f"the consumer channel closed: {item.error!r}")
+    return item
 
 
 async def _close_quietly(
