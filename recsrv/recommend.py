@@ -173,8 +173,10 @@ def recommend(
     context = _known_item(model, item_id)
     found = _Contributions()
     blocked = [model.items.known([exclude] if isinstance(exclude, str) else exclude)]
+    # Items the session already saw: left out, unless the list would run short of k.
+    seen: list[Ints] = []
     if slot is not None:
-        _add_session(found, model, slot, blocked)
+        _add_session(found, model, slot, blocked, seen)
     profile_items, profile_weights = model.users.profile(_request_user(model, slot, user_id))
     if len(profile_items):
         _add_user(found, model, profile_items, profile_weights)
@@ -188,11 +190,17 @@ def recommend(
         strategy = "user"
     else:
         strategy = "popular"
-    rule = _make_filter(model, category, np.concatenate(blocked))
+    rule = _make_filter(model, category, np.concatenate(blocked + seen))
     if rule is None:
         return RecList([], strategy)
     ranked = _best(model, found.summed(), k, rule)
     ranked = _fill_with_popular(model, ranked, k, rule, POPULAR)
+    if len(ranked) < k and seen:
+        # The design promises k items whenever the shop has that many eligible ones,
+        # and a seen item is eligible: rather one seen before than a short list.
+        relaxed = _make_filter(model, category, np.concatenate(blocked))
+        if relaxed is not None:
+            ranked = _fill_with_popular(model, ranked, k, relaxed, POPULAR)
     return RecList(_scored(model, ranked), strategy)
 
 
@@ -233,7 +241,9 @@ def popular(model: Model, k: int = 10, category: str | None = None) -> RecList:
 # -- sources -----------------------------------------------------------------------
 
 
-def _add_session(found: _Contributions, model: Model, slot: int, blocked: list[Ints]) -> None:
+def _add_session(
+    found: _Contributions, model: Model, slot: int, blocked: list[Ints], seen: list[Ints]
+) -> None:
     """The session's recent items (newer ones weigh more) and its cart and purchases."""
     config = model.config
     recent, types = model.sessions.recent(slot)
@@ -247,7 +257,7 @@ def _add_session(found: _Contributions, model: Model, slot: int, blocked: list[I
     if config.exclude_cart_items:
         blocked.append(basket)
     if config.exclude_seen_items:
-        blocked.append(recent_rows)
+        seen.append(recent_rows)
 
 
 def _add_user(found: _Contributions, model: Model, items: Ints, weights: Floats) -> None:

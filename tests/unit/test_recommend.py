@@ -70,8 +70,10 @@ def test_short_list_is_filled_with_popular_items_to_exactly_k() -> None:
 
 def test_k_items_whenever_the_shop_has_that_many_eligible() -> None:
     model = build(shop())
-    assert len(recommend(model, session_id="t", k=9).items) == 9  # all but the seen s
-    assert len(recommend(model, session_id="t", k=100).items) == 9
+    assert "s" not in ids(recommend(model, session_id="t", k=9))  # all but the seen s
+    everything = ids(recommend(model, session_id="t", k=100))
+    assert len(everything) == 10
+    assert everything[-1] == "s"  # seen: eligible, but only when nothing else is left
     assert len(recommend(model, k=100).items) == 10
     assert len(recommend(model, session_id="t", k=1).items) == 1
 
@@ -87,7 +89,7 @@ def test_excluded_ids_are_never_listed() -> None:
     recs = recommend(build(shop()), session_id="t", k=20, exclude=["b", "p1", "unknown"])
     assert "b" not in ids(recs)
     assert "p1" not in ids(recs)
-    assert len(recs.items) == 7
+    assert len(recs.items) == 8
 
 
 @pytest.mark.parametrize(
@@ -125,10 +127,14 @@ def test_cart_and_purchased_items_are_not_listed_unless_configured(event: Event)
     assert "a" in ids(recommend(allowed, session_id="t", k=20))
 
 
-def test_seen_items_are_not_listed_unless_configured() -> None:
+def test_seen_items_come_only_after_every_unseen_one_unless_configured() -> None:
     events = [*shop(), act("view", "t", "b", t=30)]
-    assert "b" not in ids(recommend(build(events), session_id="t", k=20))
-    assert "s" not in ids(recommend(build(events), session_id="t", k=20))
+    short = ids(recommend(build(events), session_id="t", k=8))
+    assert "b" not in short
+    assert "s" not in short
+    listed = ids(recommend(build(events), session_id="t", k=20))
+    assert len(listed) == 10
+    assert set(listed[-2:]) == {"b", "s"}
     listed = ids(recommend(build(events, exclude_seen_items=False), session_id="t", k=20))
     assert "b" in listed
     assert "s" in listed
