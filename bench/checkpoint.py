@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
+import contextlib
 import random
 import resource
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bson import Binary
 from pymongo import AsyncMongoClient
+from services import NxServer
 
 from recsrv.config import ModelConfig, SessionsConfig
 from recsrv.events import Interaction
@@ -131,31 +130,6 @@ async def checkpoint(model: Model, store: CheckpointStore) -> tuple[float, float
     return snapshot_s, write_s, lag.worst, encoded.size
 
 
-def start_nx(workdir: Path) -> tuple[str, Path]:
-    port = 27000 + os.getpid() % 1000
-    pid_file = (workdir / "nx.pid").resolve()
-    executable = shutil.which("nx-27017") or str(Path(sys.executable).parent / "nx-27017")
-    subprocess.run(
-        [
-            executable,
-            "-d",
-            "--data-dir",
-            str((workdir / "mongo").resolve()),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--pid-file",
-            str(pid_file),
-            "--log-file",
-            str((workdir / "nx.log").resolve()),
-        ],
-        check=True,
-    )
-    time.sleep(1.0)
-    return f"mongodb://127.0.0.1:{port}/recsrv_bench", pid_file
-
-
 async def run(args: argparse.Namespace) -> None:
     print(f"building {args.items:,} items x {args.sessions:,} sessions x {args.per_session}")
     baseline = rss_mib()
@@ -172,13 +146,11 @@ async def run(args: argparse.Namespace) -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="recsrv-bench-"))
     stores: list[tuple[str, CheckpointStore]] = [("files", FileStore(str(workdir / "files")))]
-    pid_file = None
-    url = args.mongodb_url
-    if url is None:
-        (workdir / "mongo").mkdir()
-        url, pid_file = start_nx(workdir)
-    stores.append(("mongodb", MongoStore(url)))
-    try:
+    with contextlib.ExitStack() as stack:
+        url = args.mongodb_url
+        if url is None:
+            url = stack.enter_context(NxServer(workdir)).url + "/recsrv_bench"
+        stores.append(("mongodb", MongoStore(url)))
         for name, store in stores:
             runs = [await checkpoint(model, store) for _ in range(args.repeat)]
             snapshot = statistics.median(r[0] for r in runs)
@@ -196,12 +168,7 @@ async def run(args: argparse.Namespace) -> None:
                     f"   the server's own limit: plain PyMongo inserts of the same bytes take "
                     f"{limit:.2f} s; recsrv's write / limit = {write / limit:.2f}"
                 )
-    finally:
-        if pid_file is not None:
-            executable = shutil.which("nx-27017") or str(Path(sys.executable).parent / "nx-27017")
-            stop = [executable, "--stop", "--pid-file", str(pid_file)]
-            await asyncio.to_thread(subprocess.run, stop, check=False)
-        shutil.rmtree(workdir, ignore_errors=True)
+    shutil.rmtree(workdir, ignore_errors=True)
 
     started = time.perf_counter()
     encoded = encode(dump_state(model))

@@ -15,7 +15,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -26,16 +25,10 @@ from pathlib import Path
 import aio_pika
 import aiohttp
 import orjson
+from services import NxServer, free_port
 
 AMQP_URL = os.environ.get("RECSRV_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PER_MESSAGE = 100
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def events(start: int, count: int) -> list[bytes]:
@@ -134,33 +127,8 @@ async def one_run(args: argparse.Namespace, workdir: Path, mongodb_url: str) -> 
 
 async def run(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="recsrv-restart-"))
-    nx = shutil.which("nx-27017") or str(Path(sys.executable).parent / "nx-27017")
-    port = free_port()
-    pid_file = (workdir / "nx.pid").resolve()
-    (workdir / "mongo").mkdir()
-    process = await asyncio.create_subprocess_exec(
-        nx,
-        "-d",
-        "--data-dir",
-        str((workdir / "mongo").resolve()),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--pid-file",
-        str(pid_file),
-        "--log-file",
-        str((workdir / "nx.log").resolve()),
-    )
-    await process.wait()
-    await asyncio.sleep(1.0)
-    try:
-        results = [
-            await one_run(args, workdir, f"mongodb://127.0.0.1:{port}") for _ in range(args.repeat)
-        ]
-    finally:
-        stop = await asyncio.create_subprocess_exec(nx, "--stop", "--pid-file", str(pid_file))
-        await stop.wait()
+    with NxServer(workdir) as mongodb:
+        results = [await one_run(args, workdir, mongodb.url) for _ in range(args.repeat)]
     ready = statistics.median(r[0] for r in results)
     applied = statistics.median(r[1] for r in results)
     print(

@@ -16,7 +16,6 @@ import asyncio
 import os
 import random
 import signal
-import socket
 import statistics
 import sys
 import time
@@ -26,16 +25,10 @@ from collections.abc import Awaitable, Callable
 import aio_pika
 import aiohttp
 import orjson
+from services import free_port
 
 AMQP_URL = os.environ.get("RECSRV_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 ITEMS = 2000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def history() -> list[bytes]:
