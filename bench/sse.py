@@ -198,10 +198,16 @@ async def run(args: argparse.Namespace) -> None:
         for reader in readers:
             reader.cancel()
         await asyncio.gather(*readers, return_exceptions=True)
-    if connection is not None:
-        await connection.close()
     server.send_signal(signal.SIGTERM)
     await server.wait()
+    if connection is not None:
+        # The stream, the invalid-events queue and both exchanges were this run's only.
+        async with connection:
+            channel = await connection.channel()
+            for queue in ("RECSRV_BROKER__QUEUE", "RECSRV_BROKER__INVALID_EXCHANGE"):
+                await channel.queue_delete(env[queue])
+            for exchange in ("RECSRV_BROKER__EXCHANGE", "RECSRV_BROKER__INVALID_EXCHANGE"):
+                await channel.exchange_delete(env[exchange])
 
     latencies.sort()
     p50 = statistics.median(latencies) * 1000
