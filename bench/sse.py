@@ -15,9 +15,11 @@ import argparse
 import asyncio
 import os
 import random
+import shutil
 import signal
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -143,13 +145,13 @@ async def measure(
     return latencies, published, missed
 
 
-def server_env(args: argparse.Namespace, port: int) -> dict[str, str]:
+def server_env(args: argparse.Namespace, port: int, state_dir: str) -> dict[str, str]:
     run_id = uuid.uuid4().hex[:8]
     env = {
         **os.environ,
         "RECSRV_SERVER__PORT": str(port),
         "RECSRV_LOG__LEVEL": "warning",
-        "RECSRV_STORE__URL": f"file:///tmp/recsrv-bench-sse-{run_id}",
+        "RECSRV_STORE__URL": f"file://{state_dir}",
         "RECSRV_STORE__CHECKPOINT_INTERVAL_S": "3600",
     }
     if not args.embedded:
@@ -168,7 +170,8 @@ def server_env(args: argparse.Namespace, port: int) -> dict[str, str]:
 async def run(args: argparse.Namespace) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = server_env(args, port)
+    state_dir = tempfile.mkdtemp(prefix="recsrv-bench-sse-")
+    env = server_env(args, port, state_dir)
     server = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -208,6 +211,7 @@ async def run(args: argparse.Namespace) -> None:
                 await channel.queue_delete(env[queue])
             for exchange in ("RECSRV_BROKER__EXCHANGE", "RECSRV_BROKER__INVALID_EXCHANGE"):
                 await channel.exchange_delete(env[exchange])
+    shutil.rmtree(state_dir, ignore_errors=True)
 
     latencies.sort()
     p50 = statistics.median(latencies) * 1000
