@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import structlog
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from recsrv import recommend
 from recsrv.checkpointer import Checkpointer
@@ -325,22 +326,25 @@ async def readyz(request: web.Request) -> web.Response:
         reasons.append(
             f"consumer is {lag} messages behind (ready_lag is {runtime.config.broker.ready_lag})"
         )
-    status = {"offset": offset, "end_offset": end, "lag": lag}
     if reasons:
-        error = ApiError(503, "not_ready", "; ".join(reasons), [{"reason": r} for r in reasons])
-        response = error_response(error)
-        return response
-    warnings = list(runtime.warnings.values())
-    return json_response({"status": "ready", **status, "warnings": warnings})
+        details = [{"reason": reason} for reason in reasons]
+        return error_response(ApiError(503, "not_ready", "; ".join(reasons), details))
+    return json_response(
+        {
+            "status": "ready",
+            "offset": offset,
+            "end_offset": end,
+            "lag": lag,
+            "warnings": list(runtime.warnings.values()),
+        }
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    response = web.Response(body=runtime.metrics.render())
-    response.content_type = "text/plain"
-    response.charset = "utf-8"
-    response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
-    return response
+    return web.Response(
+        body=runtime.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
 
 
 async def openapi(request: web.Request) -> web.Response:
