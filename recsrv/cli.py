@@ -1,4 +1,8 @@
-"""Command line: `recsrv run [--config PATH]`, `recsrv demo [--config PATH]`."""
+"""Command line: `recsrv run`, `recsrv demo`, `recsrv replay FILE`, `recsrv evaluate FILE`.
+
+Every command takes `--config PATH` (default: ./config.toml if present, else the
+built-in defaults); environment variables override the file as usual.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,10 @@ from recsrv.errors import ConfigError, RecsrvError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    # Imported late so `recsrv --help` stays fast.
+    from recsrv import replay
+    from recsrv.evaluation import command as evaluate
+
     parser = argparse.ArgumentParser(prog="recsrv", description=__doc__)
     parser.add_argument("--version", action="version", version=f"recsrv {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -17,7 +25,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     demo = commands.add_parser(
         "demo", help="run, and load the demo shop's catalog and history (open /demo)"
     )
-    for command in (run, demo):
+    replay_parser = commands.add_parser(
+        "replay", help="publish historical events from a JSONL or CSV file to the broker"
+    )
+    replay.add_arguments(replay_parser)
+    evaluate_parser = commands.add_parser(
+        "evaluate", help="measure next-item prediction on a JSONL event file, with baselines"
+    )
+    evaluate.add_arguments(evaluate_parser)
+    for command in (run, demo, replay_parser, evaluate_parser):
         command.add_argument(
             "--config", metavar="PATH", help="config file (default: ./config.toml if present)"
         )
@@ -26,8 +42,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Imported late so `recsrv --help` stays fast.
-    from recsrv.app import run
     from recsrv.config import Config
     from recsrv.logs import configure_logging
 
@@ -38,6 +52,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(config.log)
     try:
+        if args.command == "replay":
+            from recsrv import replay
+
+            return replay.main(args, config)
+        if args.command == "evaluate":
+            from recsrv.evaluation import command as evaluate
+
+            return evaluate.main(args, config)
+        from recsrv.app import run
+
         return run(config, demo=args.command == "demo")
     except RecsrvError as exc:
         print(f"recsrv: {exc}", file=sys.stderr)

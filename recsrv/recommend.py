@@ -179,7 +179,8 @@ def recommend(
         _add_session(found, model, slot, blocked, seen)
     profile_items, profile_weights = model.users.profile(_request_user(model, slot, user_id))
     if len(profile_items):
-        _add_user(found, model, profile_items, profile_weights)
+        in_session = slot is not None and model.sessions.has_events(slot)
+        _add_user(found, model, profile_items, profile_weights, in_session)
     if context is not None:
         _add_item(found, model, context, blocked)
     if slot is not None and model.sessions.has_events(slot):
@@ -194,6 +195,11 @@ def recommend(
     if rule is None:
         return RecList([], strategy)
     ranked = _best(model, found.summed(), k, rule)
+    # Short of k (a new item, a quiet corner of the shop): what is popular in the
+    # category the shopper is in comes before what is popular anywhere.
+    focus = _focus_category(model, slot, context)
+    if len(ranked) < k and rule.category is None and focus != NO_CATEGORY:
+        ranked = _fill_with_popular(model, ranked, k, _Filter(rule.blocked, focus), SAME_CATEGORY)
     ranked = _fill_with_popular(model, ranked, k, rule, POPULAR)
     if len(ranked) < k and seen:
         # The design promises k items whenever the shop has that many eligible ones,
@@ -260,11 +266,20 @@ def _add_session(
         seen.append(recent_rows)
 
 
-def _add_user(found: _Contributions, model: Model, items: Ints, weights: Floats) -> None:
-    """The user's past items themselves, and the similar rows of the heaviest of them."""
+def _add_user(
+    found: _Contributions, model: Model, items: Ints, weights: Floats, in_session: bool
+) -> None:
+    """The user's past items themselves and, when the session has no events of its own
+    to go by, the similar rows of the heaviest of them (in a session they only blur
+    what the session says)."""
     config = model.config
     relative = weights / weights.max()
-    found.add_items(items, config.user_history_weight * relative, BOUGHT_BEFORE)
+    # Scaled by how often shoppers here buy again what they bought before: high in
+    # grocery, low in fashion, where past purchases are poor guesses.
+    history_weight = config.user_history_weight * model.users.repeat_rate()
+    found.add_items(items, history_weight * relative, BOUGHT_BEFORE)
+    if in_session:
+        return
     heaviest = top_k(relative, config.user_neighbor_items)
     found.add_rows(
         model.similar,
@@ -282,6 +297,17 @@ def _add_item(found: _Contributions, model: Model, idx: int, blocked: list[Ints]
     weight = np.full(1, model.config.bought_together_weight)
     found.add_rows(model.bought_together, rows, weight, BOUGHT_TOGETHER)
     blocked.append(rows)
+
+
+def _focus_category(model: Model, slot: int | None, context: int | None) -> int:
+    """The category of the context item, else of the session's newest item."""
+    if context is not None:
+        return int(model.catalog.category[context])
+    if slot is not None and model.sessions.has_events(slot):
+        recent, _ = model.sessions.recent(slot)
+        if len(recent):
+            return int(model.catalog.category[int(recent[0])])
+    return NO_CATEGORY
 
 
 def _request_user(model: Model, slot: int | None, user_id: str | None) -> int:

@@ -26,6 +26,7 @@ session slots ever used.
     users.ids.K               user index → id ("" for a free index)
     users.free.K              free user indices, in reuse order
     users.profiles.K          {user: {item index: weight}}, insertion-ordered
+    (meta) users.credits      [credits, repeat credits], for the repeat-purchase rate
     recent_ids.K              de-duplication event ids, oldest first
 
 A `.K` series is a list or dict cut into orjson pieces K = 0, 1, … (at least one,
@@ -164,6 +165,7 @@ def _meta(model: Model, series: Mapping[str, tuple[_Series, Any]]) -> dict[str, 
             "sessions.max_events": model.sessions.max_events,
         },
         "scale": _half_lives(model.config),
+        "users.credits": [model.users.credits, model.users.repeat_credits],
         "lengths": {name: len(container) for name, (container, _) in series.items()},
     }
 
@@ -248,6 +250,8 @@ def load_state(
         snapshot.series("users.free"),
         _nested_int_keys(snapshot.series("users.profiles")),
     )
+    # Absent from checkpoints written before the repeat rate existed: it starts over.
+    model.users.credits, model.users.repeat_credits = meta.get("users.credits", (0, 0))
     model.recent_ids.restore(snapshot.series("recent_ids"))
     _convert_scales(model, meta["scale"])
     return model

@@ -15,6 +15,9 @@ import numpy.typing as npt
 
 CART_WEIGHT: Final = 0.5
 PURCHASE_WEIGHT: Final = 1.0
+# The repeat rate starts from this prior, worth REPEAT_PRIOR_CREDITS credits.
+REPEAT_PRIOR: Final = 0.1
+REPEAT_PRIOR_CREDITS: Final = 50.0
 
 
 class Users:
@@ -24,6 +27,9 @@ class Users:
         self.user_ids: list[str] = []  # user index → id ("" while free)
         self.free: list[int] = []
         self.profiles: dict[int, dict[int, float]] = {}
+        # Credits given, and those for an item the user had already purchased.
+        self.credits = 0
+        self.repeat_credits = 0
 
     def __len__(self) -> int:
         return len(self.index)
@@ -70,10 +76,20 @@ class Users:
     def credit(self, user: int, item: int, weight: float) -> None:
         """Add `weight` to `item` in the user's profile, keeping it within the bound."""
         profile = self.profiles.setdefault(user, {})
-        profile[item] = profile.get(item, 0.0) + weight
+        before = profile.get(item, 0.0)
+        profile[item] = before + weight
+        self.credits += 1
+        if before >= PURCHASE_WEIGHT:
+            self.repeat_credits += 1
         if len(profile) > self.max_items:
             # Only when full: a scan of max_items floats, and ties drop the oldest item.
             del profile[min(profile, key=profile.__getitem__)]
+
+    def repeat_rate(self) -> float:
+        """Share of carts and purchases of an item the shopper had purchased before,
+        smoothed towards REPEAT_PRIOR while there are few."""
+        prior = REPEAT_PRIOR * REPEAT_PRIOR_CREDITS
+        return (self.repeat_credits + prior) / (self.credits + REPEAT_PRIOR_CREDITS)
 
     def profile(self, user: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         """(items, weights) of the user's profile, in the order items entered it; empty

@@ -208,7 +208,9 @@ def user_events() -> list[Event]:
 
 
 def test_user_profile_gives_strategy_user_and_bought_before() -> None:
-    model = build(user_events(), user_neighbors_weight=0.4)
+    # Two credits, no repeat: the repeat rate is the prior, (0 + 0.1 * 50) / (2 + 50),
+    # so a history weight of 10.4 makes bought-before items weigh exactly their profile.
+    model = build(user_events(), user_neighbors_weight=0.4, user_history_weight=10.4)
     recs = recommend(model, user_id="u", k=4)
     assert recs.strategy == "user"
     assert [(s.item_id, s.reason) for s in recs.items] == [
@@ -219,6 +221,35 @@ def test_user_profile_gives_strategy_user_and_bought_before() -> None:
     ]
     # x weighs 1.0 (purchase), w 0.5 (cart); y is x's whole row, times user_neighbors_weight.
     assert scores(recs)[:3] == pytest.approx([1.0, 0.5, 0.4], rel=1e-4)
+
+
+def test_bought_before_weighs_more_where_shoppers_buy_again() -> None:
+    once = [*user_events(), act("view", "s", "q", t=5, user_id="u")]
+    # Another shopper who buys the same items over and over raises the repeat rate.
+    again = [
+        *once,
+        *(act("purchase", f"r{n}", "v", t=6 + n, user_id="r") for n in range(100)),
+    ]
+
+    def bought_before_score(events: list[Event]) -> float:
+        recs = recommend(build(events), session_id="s", k=10)
+        return next(s.score for s in recs.items if s.item_id == "x")
+
+    low, high = bought_before_score(once), bought_before_score(again)
+    # Views give no credit. Rates: (0 + 5) / (2 + 50) with two credits and no repeat;
+    # (99 + 5) / (102 + 50) once r's 100 purchases of v add 99 repeats.
+    assert low == pytest.approx(16.0 * 5 / 52, rel=1e-4)
+    assert high == pytest.approx(16.0 * 104 / 152, rel=1e-4)
+
+
+def test_in_a_session_the_profile_lends_no_neighbours() -> None:
+    events = [*user_events(), act("view", "s", "z", t=5, user_id="u")]
+    recs = recommend(build(events, user_neighbors_weight=0.4), session_id="s", k=10)
+    assert recs.strategy == "session"
+    assert "similar_to:x" not in [s.reason for s in recs.items]
+    # Without the session, the same profile does lend x's neighbour y.
+    by_user = recommend(build(events, user_neighbors_weight=0.4), user_id="u", k=10)
+    assert ("y", "similar_to:x") in [(s.item_id, s.reason) for s in by_user.items]
 
 
 def test_a_new_session_of_a_known_user_uses_the_profile() -> None:
@@ -354,3 +385,41 @@ def test_same_events_give_the_same_lists() -> None:
         assert recommend(first, **request) == recommend(second, **request)
     assert similar(first, "b") == similar(second, "b")
     assert popular(first, 4) == popular(second, 4)
+
+
+# -- cold start ----------------------------------------------------------------------
+
+
+def test_a_new_shop_with_a_catalog_and_no_history_lists_its_items() -> None:
+    model = build([upsert(f"i{n}", t=n, category="tea") for n in range(5)])
+    recs = recommend(model, session_id="first-visitor", k=3)
+    assert recs.strategy == "popular"
+    assert ids(recs) == ["i0", "i1", "i2"]  # no popularity yet: catalog order
+    assert recommend(build([]), session_id="s", k=3).items == []
+
+
+def test_a_new_item_appears_through_its_categorys_popularity() -> None:
+    events: list[Event] = [
+        upsert("old-shoe", category="shoes"),
+        upsert("hat", category="hats"),
+        upsert("new-shoe", t=1, category="shoes"),  # no events at all
+        *(act("view", f"v{n}", "hat", t=10 + n) for n in range(3)),
+        act("view", "v9", "old-shoe", t=20),
+    ]
+    model = build(events)
+    assert ids(popular(model, k=5, category="shoes")) == ["old-shoe", "new-shoe"]
+    # A shopper on the new shoe's page: its category before the busier hats.
+    recs = recommend(model, item_id="new-shoe", k=3)
+    assert [(s.item_id, s.reason) for s in recs.items] == [
+        ("old-shoe", "same_category"),
+        ("hat", "popular"),
+    ]
+
+
+def test_a_new_session_with_one_view_gets_that_items_neighbours_first() -> None:
+    model = build([*shop(), act("view", "fresh", "a", t=100)])
+    recs = recommend(model, session_id="fresh", k=4)
+    assert recs.strategy == "session"
+    assert recs.items[0].reason == "similar_to:a"
+    assert "a" not in ids(recs)  # the item on screen is not offered again
+    assert len(recs.items) == 4

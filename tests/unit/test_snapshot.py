@@ -255,6 +255,7 @@ def state_of(model: Model) -> dict[str, Any]:
             users.free,
             users.index,
             [(user, list(profile.items())) for user, profile in users.profiles.items()],
+            (users.credits, users.repeat_credits),
         ),
         "recent_ids": (list(model.recent_ids), model.recent_ids._seen),
     }

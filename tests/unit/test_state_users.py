@@ -41,3 +41,15 @@ def test_unknown_user_has_an_empty_profile() -> None:
     users = Users(max_items=3)
     assert users.profile(-1)[0].tolist() == []
     assert users.add("u") == users.add("u")
+
+
+def test_repeat_rate_counts_credits_for_items_purchased_before() -> None:
+    users = Users(max_items=10)
+    u = users.add("u")
+    assert users.repeat_rate() == pytest.approx(0.1)  # the prior, with no credits yet
+    users.credit(u, 1, CART_WEIGHT)  # new item
+    users.credit(u, 1, PURCHASE_WEIGHT)  # carted, not purchased before: no repeat
+    users.credit(u, 1, CART_WEIGHT)  # purchased before: a repeat
+    users.credit(u, 2, CART_WEIGHT)
+    assert (users.credits, users.repeat_credits) == (4, 1)
+    assert users.repeat_rate() == pytest.approx((1 + 5) / (4 + 50))
