@@ -2,8 +2,19 @@
 
 Resources are cleanup contexts, set up in order and torn down in reverse: the event
 log connection, then the state (restore, consumer, checkpoints, final checkpoint).
-Shutdown has three phases: stop taking requests, let in-flight ones finish
-(server.shutdown_timeout_s), close resources. A second SIGINT/SIGTERM exits at once.
+
+Shutdown on SIGTERM or SIGINT, in this order:
+1. stop listening, and close idle keep-alive connections;
+2. stop consuming: the message in hand is applied whole, nothing after it (a RabbitMQ
+   stream keeps the rest for the next start); the periodic checkpoints stop too;
+3. end the live SSE streams (they would otherwise hold step 4 for its whole timeout);
+4. let in-flight requests finish, for at most server.shutdown_timeout_s, then cancel
+   them;
+5. with memory://, apply what those requests appended to the in-process log, which
+   ends with the process; then the final checkpoint, then close the store and the
+   event log. Exit status 0.
+A second signal exits at once with status 1: the newest complete checkpoint stays
+the one a restart restores, and the stream replays the rest.
 """
 
 from __future__ import annotations
@@ -20,10 +31,13 @@ import structlog
 from aiohttp import web
 
 from recsrv.broker import EventLog, open_event_log
+from recsrv.broker.memory import MemoryEventLog
 from recsrv.checkpointer import Checkpointer
 from recsrv.config import Config
 from recsrv.http.api import CHECKPOINTER, RUNTIME, add_routes, error_middleware
 from recsrv.http.cors import install_cors
+from recsrv.http.observe import install_observability
+from recsrv.http.security import install_security
 from recsrv.http.storefront import SSE_HUB, add_storefront_routes, make_hub
 from recsrv.runtime import Runtime
 from recsrv.store import CheckpointStore, open_store
@@ -54,7 +68,11 @@ def build_app(
     add_routes(app)
     add_storefront_routes(app)
     install_cors(app, config.auth.cors_origins)
-    # Live streams end at the start of shutdown, not after the grace period.
+    install_observability(app)
+    install_security(app)
+    state = app[STATE_TASK] = StateTask(runtime, app[CHECKPOINTER])
+    # At the start of shutdown, before in-flight requests are waited for (module doc).
+    app.on_shutdown.append(lambda _: state.stop())
     app.on_shutdown.append(lambda _: hub.close())
     app.cleanup_ctx.append(_event_log)
     app.cleanup_ctx.append(_state)
@@ -69,26 +87,66 @@ async def _event_log(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _state(app: web.Application) -> AsyncIterator[None]:
-    """Restore, then consume and checkpoint; at shutdown, stop and write a last checkpoint."""
-    runtime, checkpointer = app[RUNTIME], app[CHECKPOINTER]
-    task = asyncio.create_task(_restore_and_run(runtime, checkpointer), name="recsrv-state")
-    task.add_done_callback(lambda done: _report_end(runtime, done))
+    """Restore, then consume and checkpoint; at shutdown, a last checkpoint."""
+    state = app[STATE_TASK]
+    state.start()
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    if runtime.restored:
-        await checkpointer.final()
-    await runtime.store.close()
+    await state.stop()  # already stopped by on_shutdown, unless start-up failed
+    await state.finish()
 
 
-async def _restore_and_run(runtime: Runtime, checkpointer: Checkpointer) -> None:
-    # The server already answers /healthz (and /readyz with 503) while this restores.
-    await checkpointer.restore()
-    runtime.restored_event.set()
-    async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(runtime.consumer.run(), name="recsrv-consumer")
-        tasks.create_task(checkpointer.run(), name="recsrv-checkpoints")
+class StateTask:
+    """The task that restores the state, then consumes the log and checkpoints it."""
+
+    def __init__(self, runtime: Runtime, checkpointer: Checkpointer) -> None:
+        self.runtime = runtime
+        self.checkpointer = checkpointer
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name="recsrv-state")
+        runtime = self.runtime
+        self.task.add_done_callback(lambda done: _report_end(runtime, done))
+
+    async def _run(self) -> None:
+        # The server already answers /healthz (and /readyz with 503) while this restores.
+        await self.checkpointer.restore()
+        self.runtime.restored_event.set()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.runtime.consumer.run(), name="recsrv-consumer")
+            tasks.create_task(self.checkpointer.run(), name="recsrv-checkpoints")
+
+    async def stop(self) -> None:
+        """Stop consuming and checkpointing (a message being applied is finished first)."""
+        task = self.task
+        if task is None or task.done():
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        async with self.runtime.consumer.lock:
+            pass  # a large message is applied in a shielded task: wait until it is whole
+        model = self.runtime.model
+        logger.info("consuming_stopped", offset=model.offset, events=model.events)
+
+    async def finish(self) -> None:
+        """After the last request: the final checkpoint, then close the store."""
+        if self.runtime.restored:
+            await self._apply_rest_of_memory_log()
+            await self.checkpointer.final()
+        await self.runtime.store.close()
+
+    async def _apply_rest_of_memory_log(self) -> None:
+        # The in-process log ends with the process: events that requests in flight at
+        # the signal published to it are applied now, so the final checkpoint keeps
+        # them. A RabbitMQ stream keeps such events for the next start instead.
+        log, consumer = self.runtime.log, self.runtime.consumer
+        if isinstance(log, MemoryEventLog):
+            for delivery in log.messages[consumer.model.offset + 1 :]:
+                await consumer.apply(delivery)
+
+
+STATE_TASK = web.AppKey("state_task", StateTask)
 
 
 def _report_end(runtime: Runtime, task: asyncio.Task[None]) -> None:
@@ -157,7 +215,9 @@ def run(config: Config, demo: bool = False) -> int:
 
         def on_signal() -> None:
             if stop.is_set():
-                os._exit(1)  # second signal: do not wait for a clean shutdown
+                # Second signal: do not wait for a clean shutdown.
+                logger.warning("exiting_at_once", reason="second signal during shutdown")
+                os._exit(1)
             stop.set()
 
         for sig in (signal.SIGINT, signal.SIGTERM):

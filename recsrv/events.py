@@ -7,6 +7,7 @@ element never costs the valid ones beside it.
 
 from __future__ import annotations
 
+import reprlib
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -435,8 +436,20 @@ def _prefixed(prefix: str, exc: EventError) -> EventError:
 
 
 def _short(value: object) -> str:
-    text = repr(value)
+    """A bounded repr: plain repr() recurses through nesting (a 1000-deep array that
+    orjson decodes exhausts the recursion limit) and copies a huge string whole."""
+    try:
+        text = _SHORT_REPR.repr(value)
+    except ValueError:
+        # Python refuses to print an integer of more than 4300 digits.
+        text = f"<integer of {value.bit_length()} bits>" if isinstance(value, int) else "<?>"
     return text if len(text) <= 64 else text[:61] + "..."
+
+
+_SHORT_REPR: Final = reprlib.Repr()
+_SHORT_REPR.maxlevel = 3
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 64
+_SHORT_REPR.maxlist = _SHORT_REPR.maxdict = 4
 
 
 def _body_failed(code: str, body: bytes, reason: str) -> Decoded:

@@ -814,3 +814,28 @@ def test_encode_events_decodes_back() -> None:
     assert orjson.loads(body) == [event_to_json(e) for e in ROUND_TRIP_EVENTS]
     assert decode_body(body, default_ts=0) == Decoded(ROUND_TRIP_EVENTS, [])
     assert encode_events([]) == b"[]"
+
+
+# ------------------------------------------------------------------ found by fuzzing
+
+
+@pytest.mark.parametrize("depth", [1000, 1020])
+def test_type_nested_a_thousand_levels_is_invalid_not_a_crash(depth: int) -> None:
+    # The reason once came from repr(), which recursed through the nesting and raised
+    # RecursionError out of the decoder (orjson decodes up to 1024 levels).
+    body = b'[{"type":' + b"[" * depth + b"1" + b"]" * depth + b"}, " + orjson.dumps(VIEW) + b"]"
+    decoded = decode_body(body, default_ts=DEFAULT_TS)
+    assert decoded.events == [Interaction("view", "s1", DEFAULT_TS, item_id="i1")]
+    [invalid] = decoded.invalid
+    assert (invalid.index, invalid.field) == (0, "type")
+    assert invalid.reason == "unknown event type [[[[...]]]]"
+
+
+def test_unknown_type_reason_of_an_unprintably_long_integer() -> None:
+    # Python refuses str() of an integer with more than 4300 digits (ValueError).
+    assert error_of({"type": 10**5000}) == ("type", "unknown event type <integer of 16610 bits>")
+
+
+def test_unknown_type_reason_of_a_big_container_is_short() -> None:
+    field, reason = error_of({"type": {"k": list(range(10_000))}})
+    assert (field, reason) == ("type", "unknown event type {'k': [0, 1, 2, 3, ...]}")
