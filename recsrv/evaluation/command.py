@@ -109,6 +109,7 @@ def _plot(outcome: Outcome, path: Path) -> None:
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     ks = list(range(1, outcome.k + 1))
     figure, (hr_axes, mrr_axes) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -120,6 +121,7 @@ def _plot(outcome: Outcome, path: Path) -> None:
         axes.set_title(title)
         axes.set_xlabel("k")
         axes.set_xlim(1, outcome.k)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_ylim(bottom=0)
         axes.grid(alpha=0.3)
     hr_axes.legend(loc="upper left")
