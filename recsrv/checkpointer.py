@@ -84,6 +84,7 @@ class Checkpointer:
                 model.offset = -1
             self.runtime.replace_model(model)
             self.last = info
+            self.runtime.metrics.checkpoint_restored(info.created_at)
             logger.info(
                 "restored",
                 checkpoint=info.id,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 
 import orjson
@@ -20,7 +19,7 @@ from recsrv.broker import Delivery, EventLog, InvalidCopy
 from recsrv.config import BrokerConfig
 from recsrv.errors import BrokerError
 from recsrv.events import USER_FORGET, Decoded, Event, Invalid, decode_body, event_to_json
-from recsrv.metrics import Metrics
+from recsrv.metrics import Metrics, add_counts
 from recsrv.model import Model
 
 logger = structlog.get_logger("recsrv.consumer")
@@ -44,6 +43,7 @@ class Consumer:
         self.model = model
         self.config = config
         self.metrics = metrics
+        self.stats = metrics.consumer
         self.on_applied = on_applied
         # Reasons already logged: an invalid element is logged once per reason, not
         # once per element, so a flood of bad input cannot flood the logs.
@@ -65,6 +65,11 @@ class Consumer:
                     failures = 0
                 return
             except BrokerError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # A cancellation lost in the error (Python 3.11's wait_for can
+                    # drop one): stop, or shutdown would wait for us forever.
+                    raise asyncio.CancelledError from exc
                 delay = RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S) - 1)]
                 failures += 1
                 logger.warning("consumer_failed", error=str(exc), retry_in_s=delay)
@@ -82,7 +87,9 @@ class Consumer:
         """Apply one message, unless the model already holds it."""
         if delivery.offset <= self.model.offset:
             return
-        self.metrics.messages_consumed.inc()
+        started = time.perf_counter()
+        stats = self.stats
+        stats.messages += 1
         default_ts = delivery.timestamp if delivery.timestamp is not None else time.time()
         decoded = decode_body(
             delivery.body, default_ts=default_ts, max_elements=self.config.max_message_events
@@ -100,8 +107,10 @@ class Consumer:
             await applying
         for invalid in failed:
             await self._record_invalid(delivery.offset, invalid)
-        self.metrics.model_offset.set(delivery.offset)
-        self.metrics.model_events.set(self.model.events)
+        stats.apply_seconds.observe(time.perf_counter() - started)
+        if delivery.timestamp is not None:
+            # A publisher's clock may run ahead; a negative lag means none.
+            stats.arrival_lag_seconds.observe(max(time.time() - delivery.timestamp, 0.0))
         if self.on_applied is not None:
             self.on_applied(delivery, decoded.events)
 
@@ -111,9 +120,12 @@ class Consumer:
             self.model.offset = offset
 
     async def _apply_events(self, decoded: Decoded, failed: list[Invalid]) -> None:
-        # Counted here and added to the metrics once per message: a labelled counter
-        # costs about a microsecond per call, too much to pay per event.
-        applied_by_type: Counter[str] = Counter()
+        # Counted in plain dicts (cheaper per event and per message than a
+        # collections.Counter) and added to the metrics once per message. The rare
+        # events not applied (duplicates, failures) are counted apart: received is
+        # applied + those, with no second count per event.
+        applied_by_type: dict[str, int] = {}
+        skipped_by_type: dict[str, int] = {}
         duplicates = 0
         for position, event in enumerate(decoded.events):
             if position and position % APPLY_SLICE == 0:
@@ -134,19 +146,24 @@ class Consumer:
                         element=orjson.dumps(event_to_json(event)),
                     )
                 )
+                skipped_by_type[event.type] = skipped_by_type.get(event.type, 0) + 1
                 continue
             if applied:
-                applied_by_type[event.type] += 1
+                applied_by_type[event.type] = applied_by_type.get(event.type, 0) + 1
             else:
                 duplicates += 1
-        self.forgets += applied_by_type[USER_FORGET]
-        for event_type, count in applied_by_type.items():
-            self.metrics.events_applied.labels(event_type).inc(count)
-        if duplicates:
-            self.metrics.events_duplicate.inc(duplicates)
+                skipped_by_type[event.type] = skipped_by_type.get(event.type, 0) + 1
+        self.forgets += applied_by_type.get(USER_FORGET, 0)
+        stats = self.stats
+        add_counts(stats.applied, applied_by_type)
+        add_counts(stats.received, applied_by_type)
+        if skipped_by_type:
+            add_counts(stats.received, skipped_by_type)
+            stats.duplicates += duplicates
 
     async def _record_invalid(self, offset: int, invalid: Invalid) -> None:
-        self.metrics.events_invalid.labels(invalid.code).inc()
+        invalid_counts = self.stats.invalid
+        invalid_counts[invalid.code] = invalid_counts.get(invalid.code, 0) + 1
         if invalid.reason not in self._logged_reasons and len(self._logged_reasons) < 10_000:
             self._logged_reasons.add(invalid.reason)
             logger.warning(

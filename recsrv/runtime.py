@@ -33,9 +33,12 @@ class Runtime:
         model = Model(config.model, config.sessions)
         metrics = Metrics()
         consumer = Consumer(log, model, config.broker, metrics)
-        return cls(
+        runtime = cls(
             config=config, log=log, store=store, model=model, consumer=consumer, metrics=metrics
         )
+        # Through the runtime, so a scrape sees the model swapped in by a restore.
+        metrics.watch_model(lambda: runtime.model)
+        return runtime
 
     def replace_model(self, model: Model) -> None:
         """Swap in a restored model (one assignment each: readers see old or new)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import AsyncIterator
 
 import orjson
 import pytest
@@ -11,6 +13,7 @@ from recsrv.broker import Delivery
 from recsrv.broker.memory import MemoryEventLog
 from recsrv.config import BrokerConfig, ModelConfig, SessionsConfig
 from recsrv.consumer import Consumer
+from recsrv.errors import BrokerError
 from recsrv.events import Event
 from recsrv.metrics import Metrics
 from recsrv.model import Model
@@ -118,3 +121,66 @@ async def test_an_event_the_model_fails_on_is_recorded_and_the_rest_applied(
     assert [(c.code, c.index) for c in log.invalid] == [("apply_failed", 1)]
     assert "ValueError('bug')" in log.invalid[0].reason
     assert orjson.loads(log.invalid[0].element)["item_id"] == "boom"
+
+
+async def test_counts_events_by_type_once_per_message() -> None:
+    consumer, _ = make_consumer()
+    first = [
+        {**view("s", "a"), "event_id": "e1"},
+        {"type": "purchase", "session_id": "s", "item_id": "a", "ts": 1e9},
+        {"type": "view", "session_id": "s"},  # no item_id: invalid
+    ]
+    again = [{**view("s", "a"), "event_id": "e1"}, view("s", "b")]  # e1: a duplicate
+    await consumer.apply(Delivery(offset=0, body=orjson.dumps(first), timestamp=None))
+    await consumer.apply(Delivery(offset=1, body=b"{not json", timestamp=time.time() - 30))
+    await consumer.apply(Delivery(offset=2, body=orjson.dumps(again), timestamp=time.time()))
+    await consumer.apply(Delivery(offset=2, body=orjson.dumps(again), timestamp=None))  # held
+    stats = consumer.metrics.consumer
+    assert stats.messages == 3
+    assert stats.received == {"view": 3, "purchase": 1}
+    assert stats.applied == {"view": 2, "purchase": 1}
+    assert stats.duplicates == 1
+    assert stats.invalid == {"invalid": 1, "malformed": 1}
+    assert stats.apply_seconds.count == 3
+    # Only the two messages with a timestamp: about 30 s and about 0 s late.
+    lag = stats.arrival_lag_seconds
+    assert lag.count == 2
+    assert 30 <= lag.sum < 40
+
+
+async def test_an_event_that_fails_to_apply_is_received_but_not_applied(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    consumer, _ = make_consumer()
+
+    def apply(event: Event) -> bool:
+        raise ValueError("bug")
+
+    monkeypatch.setattr(consumer.model, "apply", apply)
+    await consumer.apply(Delivery(offset=0, body=orjson.dumps(view("s", "a")), timestamp=None))
+    stats = consumer.metrics.consumer
+    assert (stats.received, stats.applied) == ({"view": 1}, {})
+    assert stats.invalid == {"apply_failed": 1}
+    assert stats.duplicates == 0
+
+
+class SwallowingLog(MemoryEventLog):
+    """A log whose read turns a cancellation into a BrokerError, as Python 3.11's
+    asyncio.wait_for does when the cancellation meets a failing read."""
+
+    async def consume(self, start_offset: int | None) -> AsyncIterator[Delivery]:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise BrokerError("the consumer channel closed") from None
+        yield Delivery(offset=0, body=b"", timestamp=None)
+
+
+async def test_a_cancellation_lost_in_a_broker_error_still_stops_the_consumer() -> None:
+    log = SwallowingLog()
+    consumer = Consumer(log, Model(ModelConfig(), SessionsConfig()), BrokerConfig(), Metrics())
+    task = asyncio.create_task(consumer.run())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=2)
+    assert task in done and task.cancelled()
