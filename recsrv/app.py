@@ -185,7 +185,7 @@ async def serve(config: Config, stop: asyncio.Event, demo: bool = False) -> None
         store=runtime.store.describe,
         config=config.source,
     )
-    if not (config.auth.secret_keys or config.auth.public_keys):
+    if config.auth.open:
         logger.warning("no API keys configured: the API is open to anyone who can reach it")
     runner = web.AppRunner(app, shutdown_timeout=config.server.shutdown_timeout_s, access_log=None)
     await runner.setup()

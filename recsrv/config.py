@@ -8,7 +8,9 @@ checked once, at load time; a bad one raises ConfigError naming the key.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 import tomllib
 import types
 import typing
@@ -20,6 +22,9 @@ from typing import Any
 from recsrv.errors import ConfigError
 
 ENV_PREFIX = "RECSRV_"
+# What a key and a CORS origin may look like.
+_KEY = re.compile(r"[\x21-\x7e]{1,256}")
+_ORIGIN = re.compile(r"https?://[a-z0-9.\-]+(:[0-9]{1,5})?|https?://\[[0-9a-f:.]+\](:[0-9]{1,5})?")
 
 
 @dataclass(frozen=True)
@@ -35,9 +40,26 @@ class ServerConfig:
     sse_send_timeout_s: float = 10.0
     sse_max_subscribers: int = 10_000
     sse_max_per_session: int = 8
+    sse_max_per_client: int = 100
+    # Query strings: how many parameters, and how long in all (400 beyond).
+    max_query_params: int = 32
+    max_query_chars: int = 4096
+    # Peers (addresses or networks) whose X-Forwarded-For names the real client.
+    trusted_proxies: tuple[str, ...] = ()
 
     def validate(self) -> None:
         _check_range("server.port", self.port, 0, 65535)
+        _check_range("server.sse_max_per_client", self.sse_max_per_client, 1, 10**7)
+        _check_range("server.max_query_params", self.max_query_params, 1, 10_000)
+        _check_range("server.max_query_chars", self.max_query_chars, 64, 1 << 20)
+        for index, proxy in enumerate(self.trusted_proxies):
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"server.trusted_proxies[{index}]",
+                    f"{proxy!r} is not an IP address or network (e.g. 10.0.0.0/8)",
+                ) from None
         _check_range("server.sse_heartbeat_s", self.sse_heartbeat_s, 0.1, 3600)
         _check_range("server.sse_coalesce_s", self.sse_coalesce_s, 0, 10)
         _check_range("server.sse_send_timeout_s", self.sse_send_timeout_s, 0.1, 3600)
@@ -156,15 +178,40 @@ class SessionsConfig:
 
 @dataclass(frozen=True)
 class AuthConfig:
-    secret_keys: tuple[str, ...] = ()
-    public_keys: tuple[str, ...] = ()
+    # Keys stay out of repr, so a logged config or traceback never shows one.
+    secret_keys: tuple[str, ...] = field(default=(), repr=False)
+    public_keys: tuple[str, ...] = field(default=(), repr=False)
     cors_origins: tuple[str, ...] = ()
     public_rate_per_s: float = 50.0
     public_burst: int = 100
+    # /metrics needs a secret key (else it is open, like /healthz and /readyz).
+    protect_metrics: bool = False
+
+    @property
+    def open(self) -> bool:
+        """No key configured: every request is allowed (with a warning at start)."""
+        return not (self.secret_keys or self.public_keys)
 
     def validate(self) -> None:
         _check_range("auth.public_rate_per_s", self.public_rate_per_s, 0, 1e6)
         _check_range("auth.public_burst", self.public_burst, 0, 10**6)
+        for name in ("secret_keys", "public_keys"):
+            for index, key in enumerate(getattr(self, name)):
+                # Messages name the position, never the key.
+                if not _KEY.fullmatch(key):
+                    raise ConfigError(
+                        f"auth.{name}[{index}]",
+                        "a key must be 1-256 printable ASCII characters without spaces",
+                    )
+        if set(self.secret_keys) & set(self.public_keys):
+            raise ConfigError("auth.public_keys", "a key is listed as both secret and public")
+        for index, origin in enumerate(self.cors_origins):
+            if not _ORIGIN.fullmatch(origin):
+                raise ConfigError(
+                    f"auth.cors_origins[{index}]",
+                    f"{origin!r} is not an origin: scheme://host[:port] in lower case, "
+                    "no path and no trailing slash (e.g. https://shop.example)",
+                )
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,11 @@ def configure_logging(config: LogConfig) -> None:
     processors: list[structlog.typing.Processor] = list(shared)
     factory: Any
     if console:
-        processors.append(structlog.dev.ConsoleRenderer(colors=_is_terminal(out)))
+        processors.append(
+            structlog.dev.ConsoleRenderer(
+                colors=_is_terminal(out), exception_formatter=structlog.dev.plain_traceback
+            )
+        )
         factory = structlog.PrintLoggerFactory(out)
     else:
         # Bytes straight from orjson to the binary buffer: no decode, no re-encode.
@@ -82,7 +86,11 @@ def _route_standard_logging(
         structlog.stdlib.ProcessorFormatter.remove_processors_meta
     ]
     if console:
-        final.append(structlog.dev.ConsoleRenderer(colors=_is_terminal(out)))
+        final.append(
+            structlog.dev.ConsoleRenderer(
+                colors=_is_terminal(out), exception_formatter=structlog.dev.plain_traceback
+            )
+        )
     else:
         final += [
             _JSON_TRACEBACKS,

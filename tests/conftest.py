@@ -109,12 +109,15 @@ async def client(
 
 
 async def wait_for_events(
-    client: TestClient[Any, Any], events: int, within_s: float = 10.0
+    client: TestClient[Any, Any],
+    events: int,
+    within_s: float = 10.0,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Poll until the model has applied at least `events` events; return its info."""
     deadline = time.monotonic() + within_s
     while True:
-        response = await client.get("/v1/popular", params={"k": "1"})
+        response = await client.get("/v1/popular", params={"k": "1"}, headers=headers)
         model: dict[str, Any] = (await response.json())["model"]
         if model["events"] >= events:
             return model
@@ -123,8 +126,13 @@ async def wait_for_events(
         await asyncio.sleep(0.02)
 
 
-async def post_events(client: TestClient[Any, Any], events: Any) -> Any:
-    response = await client.post("/v1/events", data=orjson.dumps(events), headers=JSON)
+async def post_events(
+    client: TestClient[Any, Any], events: Any, headers: dict[str, str] | None = None
+) -> Any:
+    """POST /v1/events, asserting 202; `headers` add to the JSON content type (a key)."""
+    response = await client.post(
+        "/v1/events", data=orjson.dumps(events), headers={**JSON, **(headers or {})}
+    )
     assert response.status == 202, await response.text()
     return await response.json()
 

@@ -7,9 +7,8 @@ applies them like any other event, so state stays a function of the stream.
 
 from __future__ import annotations
 
-import hmac
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -42,6 +41,14 @@ MAX_ID_CHARS = 128
 MAX_K = 100
 MAX_EXCLUDE = 1000
 JSON_TYPES = ("application/json", "text/plain")  # text/plain: what sendBeacon can send
+# What a public key (a storefront) may post: the shopper's own browsing. Purchases,
+# catalog changes and forgetting a user come from the shop's backend, with a secret key.
+PUBLIC_EVENT_TYPES = frozenset({"view", "click", "add_to_cart", "remove_from_cart", "search"})
+# The kind of key a request was authenticated with ("public" or "secret"); absent when
+# the server runs open or the route is open (set by recsrv.http.security).
+KEY_KIND = web.RequestKey("key_kind", str)
+PUBLIC_KEY = "public"
+SECRET_KEY = "secret"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 ERROR_CODES = {
@@ -58,16 +65,22 @@ ERROR_CODES = {
 
 
 class ApiError(Exception):
-    """An error answer: status, a stable code, a message and optional details."""
+    """An error answer: status, a stable code, a message, optional details and headers."""
 
     def __init__(
-        self, status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.headers = headers
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -78,7 +91,10 @@ def error_response(error: ApiError) -> web.Response:
     body: dict[str, Any] = {"error": error.code, "message": error.message}
     if error.details is not None:
         body["details"] = error.details
-    return json_response(body, error.status)
+    response = json_response(body, error.status)
+    if error.headers:
+        response.headers.update(error.headers)
+    return response
 
 
 @web.middleware
@@ -106,7 +122,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 def param_k(request: web.Request) -> int:
     raw = request.query.get("k", "10")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_K:
+    # isdigit() alone takes "²" and digit strings too long for int().
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 10) or not 1 <= int(raw) <= MAX_K:
         raise _bad_parameter("k", f"must be an integer from 1 to {MAX_K}")
     return int(raw)
 
@@ -244,6 +261,8 @@ async def post_events(request: web.Request) -> web.Response:
         body, default_ts=time.time(), max_elements=runtime.config.server.max_request_events
     )
     _refuse_invalid(decoded)
+    if request.get(KEY_KIND) == PUBLIC_KEY:
+        _refuse_private_types(decoded.events)
     if decoded.events:
         await _publish(runtime, decoded.events)
     return json_response({"accepted": len(decoded.events)}, 202)
@@ -264,6 +283,23 @@ def _refuse_invalid(decoded: Decoded) -> None:
         f"{len(details)} invalid event(s); nothing was published",
         details,
     )
+
+
+def _refuse_private_types(events: list[Event]) -> None:
+    """A public key posts browsing events only; one other element refuses the request."""
+    reason = "a public key may post only " + ", ".join(sorted(PUBLIC_EVENT_TYPES)) + " events"
+    details = [
+        {"index": index, "field": "type", "reason": reason}
+        for index, event in enumerate(events)
+        if event.type not in PUBLIC_EVENT_TYPES
+    ]
+    if details:
+        raise ApiError(
+            403,
+            "forbidden",
+            f"{len(details)} event(s) need a secret key; nothing was published",
+            details,
+        )
 
 
 async def _publish_one(request: web.Request, element: dict[str, Any]) -> web.Response:
@@ -348,12 +384,11 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return json_response(openapi_document())
+    return json_response(openapi_document(request.app[RUNTIME].config.auth.protect_metrics))
 
 
 async def post_checkpoint(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    _require_secret_key(request)
     if not runtime.restored:
         raise ApiError(503, "not_ready", "the state is still being restored")
     started = time.perf_counter()
@@ -363,21 +398,6 @@ async def post_checkpoint(request: web.Request) -> web.Response:
         raise ApiError(503, "store_unavailable", str(exc)) from None
     body = {**info.to_dict(), "seconds": round(time.perf_counter() - started, 3)}
     return json_response(body)
-
-
-def _require_secret_key(request: web.Request) -> None:
-    """Admin calls need a secret key once any key is configured."""
-    auth = request.app[RUNTIME].config.auth
-    if not (auth.secret_keys or auth.public_keys):
-        return
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "unauthorized", "send a secret key as Authorization: Bearer KEY")
-    if any(hmac.compare_digest(token.encode(), key.encode()) for key in auth.secret_keys):
-        return
-    if any(hmac.compare_digest(token.encode(), key.encode()) for key in auth.public_keys):
-        raise ApiError(403, "forbidden", "this call needs a secret key, not a public one")
-    raise ApiError(401, "unauthorized", "unknown API key")
 
 
 def add_routes(app: web.Application) -> None:

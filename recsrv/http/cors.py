@@ -1,7 +1,10 @@
 """CORS for the storefront origins in auth.cors_origins, and no other.
 
 Headers are added in on_response_prepare, so streamed responses (SSE) get them too;
-preflight requests are answered before routing.
+preflight requests are answered before routing, and before any key is asked for (a
+browser never sends one on a preflight). An origin not listed gets no CORS header at
+all, so the browser keeps the answer from the page. No credentials (cookies) are ever
+allowed: keys travel in the Authorization header or, for a public key, in ?key=.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from aiohttp import web
 
 ALLOW_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
 ALLOW_HEADERS = "Authorization, Content-Type, Last-Event-ID"
+EXPOSE_HEADERS = "Retry-After"
 PREFLIGHT_MAX_AGE_S = "600"
 
 
@@ -39,10 +43,15 @@ def install_cors(app: web.Application, origins: tuple[str, ...]) -> None:
         return await handler(request)
 
     async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+        if not allowed:
+            return
+        # Every answer depends on the Origin, allowed or not: caches must keep them apart.
+        vary = response.headers.get("Vary")
+        response.headers["Vary"] = "Origin" if not vary else f"{vary}, Origin"
         origin = request.headers.get("Origin")
         if origin in allowed:
             response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Vary"] = "Origin"
+            response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
 
     app.middlewares.insert(0, preflight)
     app.on_response_prepare.append(add_headers)

@@ -1,9 +1,303 @@
-"""API keys, rate limits and security headers (filled in by issue 7)."""
+"""API keys, rate limits, query caps and security headers (design section 8).
+
+One middleware, in this order for each request:
+
+1. the client's address: the peer, or the X-Forwarded-For hop a trusted proxy saw;
+2. query caps (server.max_query_params, server.max_query_chars): 400 beyond (a path
+   no route matches goes on to aiohttp's 404 or 405 untouched);
+3. the key, unless the route is open (recsrv.http.access) or no key is configured:
+   `Authorization: Bearer KEY`, or `?key=` on public routes (EventSource and
+   sendBeacon cannot set headers; a secret key is never taken from a URL).
+   No key or an unknown key: 401; a public key on a secret route: 403;
+4. a token from the client address's bucket for a request made with a public key,
+   and for one refused with 401 (so guessing keys is as slow as a storefront): 429
+   with Retry-After when the bucket is empty.
+
+Keys are compared as SHA-256 digests with hmac.compare_digest, against every key
+whatever matched before, so the time taken says nothing about which key is near.
+No key is ever logged: messages never quote them, they stay out of repr, and the
+records aiohttp logs itself (a refused request line or header, access lines) have
+`key=…` and `Bearer …` redacted.
+"""
 
 from __future__ import annotations
 
-from aiohttp import web
+import hashlib
+import hmac
+import ipaddress
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from typing import Final
+
+import structlog
+from aiohttp import hdrs, web
+
+from recsrv.config import Config
+from recsrv.http.access import Access, route_access
+from recsrv.http.api import (
+    KEY_KIND,
+    PUBLIC_KEY,
+    RUNTIME,
+    SECRET_KEY,
+    ApiError,
+    Handler,
+)
+from recsrv.ratelimit import TokenBuckets, retry_after_s
+
+logger = structlog.get_logger("recsrv.http")
+
+CLIENT_ADDRESS = web.RequestKey("client_address", str)
+BEARER_HINT = "send an API key as Authorization: Bearer KEY"
+
+# The demo page loads its own script and styles and talks to this origin only. Style
+# attributes are allowed: the demo colours its tiles with them.
+PAGE_CSP: Final = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "style-src-attr 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+# Everything else is data or a script: nothing to load, never framed.
+OTHER_CSP: Final = "default-src 'none'; frame-ancestors 'none'"
+COMMON_HEADERS: Final = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Where a key can sit in text aiohttp logs: a query parameter, an Authorization value.
+KEY_IN_TEXT = re.compile(r"(?i)(\bkey=|\bbearer\s+)[^\s&'\"\\]+")
+AIOHTTP_LOGGERS = ("aiohttp.server", "aiohttp.access", "aiohttp.web")
+
+
+def redact_keys(text: str) -> str:
+    return KEY_IN_TEXT.sub(r"\1[redacted]", text)
+
+
+class RedactKeys(logging.Filter):
+    """aiohttp logs the start of a request line or header it refused (413/400 from its
+    parser, before any middleware runs), and access lines hold the query string."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info is not None:
+            # The exception's message quotes the refused bytes: keep its text, redacted.
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+            record.exc_text = None
+        record.msg, record.args = redact_keys(text), ()
+        return True
+
+
+def redact_library_logs() -> None:
+    for name in AIOHTTP_LOGGERS:
+        library_logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactKeys) for f in library_logger.filters):
+            library_logger.addFilter(RedactKeys())
+
+
+class Keyring:
+    """The configured keys, as digests; says which kind a presented key is."""
+
+    def __init__(self, secret_keys: Iterable[str], public_keys: Iterable[str]) -> None:
+        self._digests = [(SECRET_KEY, _digest(key)) for key in secret_keys] + [
+            (PUBLIC_KEY, _digest(key)) for key in public_keys
+        ]
+
+    def __bool__(self) -> bool:
+        return bool(self._digests)
+
+    def kind_of(self, presented: str) -> str | None:
+        """ "secret", "public" or None; every key is compared, whichever matches."""
+        digest = _digest(presented)
+        found = None
+        for kind, key_digest in self._digests:
+            if hmac.compare_digest(digest, key_digest) and found is None:
+                found = kind
+        return found
+
+
+def _digest(key: str) -> bytes:
+    # surrogatepass: a header or query value may hold any code point; none may raise here.
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+class Guard:
+    """Per-application security state: keys, buckets, trusted proxies, caps."""
+
+    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic) -> None:
+        auth, server = config.auth, config.server
+        self.keys = Keyring(auth.secret_keys, auth.public_keys)
+        self.buckets = TokenBuckets(auth.public_rate_per_s, auth.public_burst)
+        self.rate_text = f"{auth.public_rate_per_s:g} a second, bursts of {auth.public_burst}"
+        self.protect_metrics = auth.protect_metrics
+        self.max_query_params = server.max_query_params
+        self.max_query_chars = server.max_query_chars
+        self.trusted: tuple[Network, ...] = tuple(
+            ipaddress.ip_network(proxy, strict=False) for proxy in server.trusted_proxies
+        )
+        self.clock = clock
+        self._warned_forwarded = False
+
+    # ---- the client's address -----------------------------------------------------
+
+    def client_address(self, request: web.Request) -> str:
+        peer = request.remote or "unknown"
+        forwarded = request.headers.getall(hdrs.X_FORWARDED_FOR, [])
+        if not forwarded:
+            return peer
+        if not self.trusted:
+            self._warn_forwarded(peer)
+            return peer
+        if not self._is_trusted(peer):
+            return peer
+        # Proxies append: from the right, the first hop not a trusted proxy is the client.
+        hops = [hop.strip() for value in forwarded for hop in value.split(",")]
+        for hop in reversed(hops):
+            if hop and not self._is_trusted(hop):
+                return hop[:64]
+        return peer
+
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted)
+
+    def _warn_forwarded(self, peer: str) -> None:
+        if not self._warned_forwarded:
+            self._warned_forwarded = True
+            logger.warning(
+                "x_forwarded_for_ignored",
+                peer=peer,
+                hint="list the reverse proxy in server.trusted_proxies, or every client "
+                "behind it shares one rate limit and one stream cap",
+            )
+
+    # ---- caps ---------------------------------------------------------------------
+
+    def check_query(self, request: web.Request) -> None:
+        raw = request.rel_url.raw_query_string
+        if not raw:
+            return
+        if len(raw) > self.max_query_chars:
+            raise ApiError(
+                400,
+                "query_too_long",
+                f"the query string has {len(raw)} characters, at most "
+                f"{self.max_query_chars} allowed",
+            )
+        if len(request.query) > self.max_query_params:
+            raise ApiError(
+                400,
+                "too_many_parameters",
+                f"{len(request.query)} query parameters, at most {self.max_query_params} allowed",
+            )
+
+    # ---- keys and rate limits -----------------------------------------------------
+
+    def access_of(self, request: web.Request) -> Access | None:
+        """The route's access level; None when no route matched (aiohttp's 404 or 405,
+        which reveal nothing and need no key)."""
+        resource = request.match_info.route.resource
+        if resource is None:
+            return None
+        return route_access(request.method, resource.canonical, self.protect_metrics)
+
+    def authenticate(self, request: web.Request, access: Access, client: str) -> str:
+        """The kind of the request's key, or ApiError 401/403/429."""
+        try:
+            kind = self._key_kind(request, access)
+        except ApiError as exc:
+            if exc.status == 401:
+                self._spend(client)
+            raise
+        if kind == PUBLIC_KEY:
+            self._spend(client)
+        return kind
+
+    def _key_kind(self, request: web.Request, access: Access) -> str:
+        # The key lives in this frame only: nothing that can log a traceback holds it.
+        header = request.headers.get(hdrs.AUTHORIZATION)
+        if header is not None:
+            scheme, _, token = header.strip().partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise _unauthorized(f"malformed Authorization header: {BEARER_HINT}")
+            kind = self.keys.kind_of(token.strip())
+        elif access is Access.PUBLIC and "key" in request.query:
+            kind = self.keys.kind_of(request.query["key"])
+            if kind == SECRET_KEY:
+                raise _unauthorized(
+                    "a secret key is never taken from a URL (URLs end up in logs): " + BEARER_HINT
+                )
+        else:
+            where = " (or as ?key= for a public key)" if access is Access.PUBLIC else ""
+            raise _unauthorized(f"this call needs an API key: {BEARER_HINT}{where}")
+        if kind is None:
+            raise _unauthorized("unknown API key")
+        if access is Access.SECRET and kind != SECRET_KEY:
+            raise ApiError(403, "forbidden", "this call needs a secret key, not a public one")
+        return kind
+
+    def _spend(self, client: str) -> None:
+        wait = self.buckets.take(client, self.clock())
+        if wait > 0:
+            seconds = retry_after_s(wait)
+            raise ApiError(
+                429,
+                "too_many_requests",
+                f"too many requests from this address (at most {self.rate_text}); "
+                f"retry in {seconds} s",
+                headers={hdrs.RETRY_AFTER: str(seconds)},
+            )
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(
+        401, "unauthorized", message, headers={hdrs.WWW_AUTHENTICATE: 'Bearer realm="recsrv"'}
+    )
+
+
+GUARD = web.AppKey("guard", Guard)
+
+
+@web.middleware
+async def guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    guard = request.app[GUARD]
+    client = request[CLIENT_ADDRESS] = guard.client_address(request)
+    access = guard.access_of(request)
+    if access is None:
+        return await handler(request)
+    guard.check_query(request)
+    if access is not Access.OPEN and guard.keys:
+        request[KEY_KIND] = guard.authenticate(request, access, client)
+    return await handler(request)
+
+
+def client_address(request: web.Request) -> str:
+    """The address rate limits and stream caps count this request against."""
+    return request.get(CLIENT_ADDRESS) or request.remote or "unknown"
+
+
+async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    headers = response.headers
+    for name, value in COMMON_HEADERS.items():
+        headers.setdefault(name, value)
+    if response.content_type == "text/html":
+        headers.setdefault(hdrs.CONTENT_SECURITY_POLICY, PAGE_CSP)
+        headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    else:
+        headers.setdefault(hdrs.CONTENT_SECURITY_POLICY, OTHER_CSP)
+    headers[hdrs.SERVER] = "recsrv"  # not the aiohttp and Python versions
 
 
 def install_security(app: web.Application) -> None:
     """Add authentication, rate limiting and security headers to `app` (before it starts)."""
+    app[GUARD] = Guard(app[RUNTIME].config)
+    redact_library_logs()
+    # Appended last: inside error_middleware, so a refusal leaves as the JSON error.
+    app.middlewares.append(guard_middleware)
+    app.on_response_prepare.append(add_security_headers)

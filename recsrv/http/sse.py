@@ -41,6 +41,8 @@ class ListRequest:
 @dataclass(eq=False)
 class Subscriber:
     request: ListRequest
+    # The client address it came from (streams per address are capped).
+    client: str = ""
     # The newest list not yet sent (older unsent ones are dropped), and its id.
     pending: tuple[int, bytes] | None = None
     # What the last list sent held (items and strategy, not the model position).
@@ -63,9 +65,12 @@ class Computed:
 
 
 class TooManySubscribers(Exception):
-    def __init__(self, scope: str, limit: int) -> None:
+    """A stream cap is reached: 503 for the server's total (capacity), else 429."""
+
+    def __init__(self, scope: str, limit: int, status: int) -> None:
         super().__init__(f"too many live streams {scope} (limit {limit})")
         self.scope = scope
+        self.status = status
 
 
 class SseHub:
@@ -75,12 +80,15 @@ class SseHub:
         coalesce_s: float,
         max_subscribers: int,
         max_per_session: int,
+        max_per_client: int,
     ) -> None:
         self.compute = compute
         self.coalesce_s = coalesce_s
         self.max_subscribers = max_subscribers
         self.max_per_session = max_per_session
+        self.max_per_client = max_per_client
         self.by_session: dict[str, set[Subscriber]] = {}
+        self.by_client: dict[str, int] = {}
         self.count = 0
         self._dirty: set[str] = set()
         self._flush_task: asyncio.Task[None] | None = None
@@ -92,14 +100,19 @@ class SseHub:
         self._next_id += 1
         return self._next_id
 
-    def subscribe(self, request: ListRequest) -> Subscriber:
+    def subscribe(self, request: ListRequest, client: str = "") -> Subscriber:
         if self.count >= self.max_subscribers:
-            raise TooManySubscribers("in total", self.max_subscribers)
-        same_session = self.by_session.setdefault(request.session_id, set())
+            raise TooManySubscribers("in total", self.max_subscribers, 503)
+        from_client = self.by_client.get(client, 0)
+        if from_client >= self.max_per_client:
+            raise TooManySubscribers("from this client address", self.max_per_client, 429)
+        same_session = self.by_session.get(request.session_id, set())
         if len(same_session) >= self.max_per_session:
-            raise TooManySubscribers("for this session", self.max_per_session)
-        subscriber = Subscriber(request)
+            raise TooManySubscribers("for this session", self.max_per_session, 429)
+        subscriber = Subscriber(request, client)
         same_session.add(subscriber)
+        self.by_session[request.session_id] = same_session
+        self.by_client[client] = from_client + 1
         self.count += 1
         return subscriber
 
@@ -109,6 +122,11 @@ class SseHub:
             return
         same_session.discard(subscriber)
         self.count -= 1
+        left = self.by_client[subscriber.client] - 1
+        if left:
+            self.by_client[subscriber.client] = left
+        else:
+            del self.by_client[subscriber.client]
         if not same_session:
             del self.by_session[subscriber.request.session_id]
 
@@ -165,11 +183,12 @@ async def stream(
     request: web.Request,
     hub: SseHub,
     list_request: ListRequest,
+    client: str,
     ping_interval_s: float,
     send_timeout_s: float,
 ) -> web.StreamResponse:
     """Serve one subscriber until it leaves or the server shuts down."""
-    subscriber = hub.subscribe(list_request)
+    subscriber = hub.subscribe(list_request, client)
     try:
         async with sse_response(
             request, ping_interval=ping_interval_s, send_timeout=send_timeout_s

@@ -19,17 +19,12 @@ from recsrv.http.api import (
     param_k,
     path_id,
 )
+from recsrv.http.security import client_address
 from recsrv.http.sse import Computed, ListRequest, SseHub, TooManySubscribers, stream
 from recsrv.runtime import Runtime
 
 STATIC = Path(__file__).parent / "static"
 SSE_HUB = web.AppKey("sse_hub", SseHub)
-# Pages and scripts may be framed or sniffed by nobody.
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "strict-origin-when-cross-origin",
-}
 
 
 def make_hub(runtime: Runtime) -> SseHub:
@@ -53,6 +48,7 @@ def make_hub(runtime: Runtime) -> SseHub:
         coalesce_s=server.sse_coalesce_s,
         max_subscribers=server.sse_max_subscribers,
         max_per_session=server.sse_max_per_session,
+        max_per_client=server.sse_max_per_client,
     )
 
 
@@ -70,11 +66,15 @@ async def get_session_stream(request: web.Request) -> web.StreamResponse:
     server = runtime.config.server
     try:
         return await stream(
-            request, hub, list_request, server.sse_heartbeat_s, server.sse_send_timeout_s
+            request,
+            hub,
+            list_request,
+            client_address(request),
+            server.sse_heartbeat_s,
+            server.sse_send_timeout_s,
         )
     except TooManySubscribers as exc:
-        status = 429 if exc.scope == "for this session" else 503
-        raise ApiError(status, "too_many_streams", str(exc)) from None
+        raise ApiError(exc.status, "too_many_streams", str(exc)) from None
 
 
 async def get_sdk(request: web.Request) -> web.StreamResponse:
@@ -106,7 +106,8 @@ def _demo_catalog() -> list[dict[str, Any]]:
 
 
 def _static_file(name: str, content_type: str) -> web.FileResponse:
-    response = web.FileResponse(STATIC / name, headers=SECURITY_HEADERS)
+    # Security headers (nosniff, CSP, framing) come from recsrv.http.security.
+    response = web.FileResponse(STATIC / name)
     response.content_type = content_type
     return response
 

@@ -160,7 +160,8 @@ async def test_invalid_requests_get_clear_errors_and_publish_nothing(client: Cli
 
 
 async def test_parameter_and_routing_errors(client: Client) -> None:
-    for k in ("0", "101", "x", "-1"):
+    # "²" and "٣" are digits to str.isdigit but not to int(): a clear 400, never a 500.
+    for k in ("0", "101", "x", "-1", "²", "٣", "1" * 200):
         body = await get_json(client, "/v1/popular", status=400, k=k)
         assert body["error"] == "invalid_parameter"
         assert body["details"][0]["field"] == "k"

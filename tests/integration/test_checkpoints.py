@@ -151,8 +151,8 @@ async def test_admin_checkpoint_keeps_the_configured_number(
     secret = {"Authorization": "Bearer s3cret"}
     ids = []
     for round_ in range(3):
-        await post_events(client, shop_events(50, round_ * 50))
-        await wait_for_events(client, 50 * (round_ + 1))
+        await post_events(client, shop_events(50, round_ * 50), headers=secret)
+        await wait_for_events(client, 50 * (round_ + 1), headers=secret)
         info = await checkpoint_now(client, **secret)
         assert info["events"] == 50 * (round_ + 1)
         ids.append(info["id"])

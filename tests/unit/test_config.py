@@ -96,3 +96,60 @@ def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     bad.write_text("[server\nport=1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         Config.load(bad, env={})
+
+
+@pytest.mark.parametrize(
+    ("data", "env", "key"),
+    [
+        ({"auth": {"secret_keys": ["has space"]}}, {}, "auth.secret_keys[0]"),
+        ({}, {"RECSRV_AUTH__PUBLIC_KEYS": "pk_ok,pk_\u00e9t\u00e9"}, "auth.public_keys[1]"),
+        ({"auth": {"public_keys": ["k" * 257]}}, {}, "auth.public_keys[0]"),
+        (
+            {"auth": {"secret_keys": ["dup_key"], "public_keys": ["dup_key"]}},
+            {},
+            "auth.public_keys",
+        ),
+        ({"auth": {"cors_origins": ["https://shop.example/"]}}, {}, "auth.cors_origins[0]"),
+        ({"auth": {"cors_origins": ["https://Shop.example"]}}, {}, "auth.cors_origins[0]"),
+        ({"auth": {"cors_origins": ["*"]}}, {}, "auth.cors_origins[0]"),
+        ({"auth": {"public_burst": -1}}, {}, "auth.public_burst"),
+        ({"server": {"trusted_proxies": ["10.0.0.0/33"]}}, {}, "server.trusted_proxies[0]"),
+        ({"server": {"trusted_proxies": ["proxy.local"]}}, {}, "server.trusted_proxies[0]"),
+        ({"server": {"sse_max_per_client": 0}}, {}, "server.sse_max_per_client"),
+        ({"server": {"max_query_params": 0}}, {}, "server.max_query_params"),
+    ],
+)
+def test_invalid_security_settings_name_the_key_but_never_a_key(
+    data: dict[str, dict[str, object]], env: dict[str, str], key: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.from_mapping(data, env)
+    assert info.value.key == key
+    message = str(info.value)
+    for value in ("has space", "pk_\u00e9t\u00e9", "k" * 257, "dup_key"):
+        assert value not in message
+
+
+def test_security_settings_from_the_environment() -> None:
+    env = {
+        "RECSRV_AUTH__SECRET_KEYS": "sk_1,sk_2",
+        "RECSRV_AUTH__PUBLIC_KEYS": "pk_1",
+        "RECSRV_AUTH__CORS_ORIGINS": "https://shop.example, http://[::1]:8080",
+        "RECSRV_AUTH__PROTECT_METRICS": "true",
+        "RECSRV_SERVER__TRUSTED_PROXIES": "10.0.0.0/8,127.0.0.1,::1",
+    }
+    config = Config.from_mapping({}, env)
+    assert config.auth.secret_keys == ("sk_1", "sk_2")
+    assert config.auth.public_keys == ("pk_1",)
+    assert config.auth.cors_origins == ("https://shop.example", "http://[::1]:8080")
+    assert config.auth.protect_metrics is True
+    assert not config.auth.open
+    assert config.server.trusted_proxies == ("10.0.0.0/8", "127.0.0.1", "::1")
+    assert Config.from_mapping({}).auth.open
+
+
+def test_keys_never_appear_in_a_printed_configuration() -> None:
+    config = Config.from_mapping({}, {"RECSRV_AUTH__SECRET_KEYS": "sk_very_secret"})
+    assert config.auth.secret_keys == ("sk_very_secret",)
+    assert "sk_very_secret" not in repr(config)
+    assert "sk_very_secret" not in str(config.auth)

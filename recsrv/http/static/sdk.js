@@ -47,6 +47,19 @@
     return parts.length ? "?" + parts.join("&") : "";
   }
 
+  // A server with keys takes only browsing events from a public key (403 for the rest,
+  // which the shop's backend reports with its secret key). Such an event goes in a
+  // request of its own, so a refusal never costs the browsing events queued beside it.
+  const BROWSING = new Set(["view", "click", "add_to_cart", "remove_from_cart", "search"]);
+
+  /** How many events from the head of the queue go together: a run of the same kind. */
+  function runLength(queue, max) {
+    const browsing = BROWSING.has(queue[0].type);
+    let n = 1;
+    while (n < queue.length && n < max && BROWSING.has(queue[n].type) === browsing) n++;
+    return browsing ? n : 1;
+  }
+
   function defaultEndpoint() {
     try { if (script && script.src) return new URL(script.src).origin; } catch (_) { /* inline */ }
     return global.location.origin;
@@ -109,7 +122,7 @@
       this.timer = null;
       if (this.sending) return this.sending.then(() => this.flush());
       if (!this.queue.length) return Promise.resolve();
-      const batch = this.queue.splice(0, POST_BATCH);
+      const batch = this.queue.splice(0, runLength(this.queue, POST_BATCH));
       const body = JSON.stringify(batch);
       const headers = this._headers({ "Content-Type": "application/json" });
       this.sending = fetch(this.endpoint + "/v1/events", { method: "POST", body, headers, keepalive: body.length < 60000 })
@@ -249,7 +262,7 @@
       if (!navigator.sendBeacon) { this.flush(); return; }
       const url = this.endpoint + "/v1/events" + query({ key: this.key });
       while (this.queue.length) {
-        const batch = this.queue.slice(0, BEACON_BATCH);
+        const batch = this.queue.slice(0, runLength(this.queue, BEACON_BATCH));
         let sent = false;
         try {
           // text/plain: a "simple" request, no CORS preflight (which a closing page can't wait for).
