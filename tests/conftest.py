@@ -140,6 +140,36 @@ async def post_events(
 JSON = {"Content-Type": "application/json"}
 
 
+# ---- real `recsrv` processes ------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def spawn_recsrv(
+    tmp_path: Path, port: int, env: dict[str, str], command: str = "run"
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """A real `python -m recsrv COMMAND` in `tmp_path` on `port`, checkpointing to
+    tmp_path/store, with `env` over ours; its JSON log goes to tmp_path/server.log."""
+    full_env = {
+        **os.environ,
+        "RECSRV_SERVER__PORT": str(port),
+        "RECSRV_STORE__URL": f"file://{tmp_path / 'store'}",
+        "RECSRV_LOG__FORMAT": "json",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        **env,
+    }
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "recsrv", command],
+            cwd=tmp_path,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return server, log
+
+
 # ---- MongoDB (the nx-27017 wire-protocol server, or RECSRV_TEST_MONGODB_URL) -------
 
 

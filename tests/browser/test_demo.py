@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -28,9 +27,8 @@ from typing import Any
 import pytest
 
 from recsrv import demo
-from tests.conftest import free_port
+from tests.conftest import ROOT, free_port, spawn_recsrv
 
-ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("RECSRV_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -90,22 +88,7 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     checkpoints; its base URL. Shared by the tests of this module."""
     tmp_path = tmp_path_factory.mktemp("demo")
     port = free_port()
-    env = {
-        **os.environ,
-        "RECSRV_SERVER__PORT": str(port),
-        "RECSRV_STORE__URL": f"file://{tmp_path / 'store'}",
-        "RECSRV_LOG__FORMAT": "json",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "recsrv", "demo"],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    server, log = spawn_recsrv(tmp_path, port, {}, command="demo")
     try:
         base = f"http://127.0.0.1:{port}"
         wait_until_loaded(base, server, log)

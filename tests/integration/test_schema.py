@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -39,9 +38,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from recsrv.app import build_app
 from recsrv.config import Config
 from recsrv.http.openapi import openapi_document
-from tests.conftest import free_port
+from tests.conftest import free_port, spawn_recsrv
 
-ROOT = Path(__file__).resolve().parents[2]
 SECRET = "sk_schema_5d1f0b7e3a9c"
 PUBLIC = "pk_schema_8b2e6a4c0d7f"
 
@@ -61,26 +59,13 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp_path = tmp_path_factory.mktemp("schema")
     port = free_port()
     env = {
-        **os.environ,
-        "RECSRV_SERVER__PORT": str(port),
-        "RECSRV_STORE__URL": f"file://{tmp_path / 'store'}",
         "RECSRV_AUTH__SECRET_KEYS": SECRET,
         "RECSRV_AUTH__PUBLIC_KEYS": PUBLIC,
         # Requests refused with 401 spend tokens: without this, the many cases sent
         # without a key would soon turn every answer into 429 (tested in test_security).
         "RECSRV_AUTH__PUBLIC_RATE_PER_S": "0",
-        "RECSRV_LOG__FORMAT": "json",
-        "PYTHONPATH": str(ROOT),
     }
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "recsrv", "run"],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    server, log = spawn_recsrv(tmp_path, port, env)
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(base, server, log)

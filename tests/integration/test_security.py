@@ -8,7 +8,6 @@ for other shoppers.
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -25,10 +24,9 @@ from recsrv.app import build_app
 from recsrv.config import AuthConfig, Config, ServerConfig
 from recsrv.http import api
 from recsrv.http.access import ROUTE_ACCESS
-from tests.conftest import JSON, ServerFactory, free_port
+from tests.conftest import JSON, ServerFactory, free_port, spawn_recsrv
 
 Client = TestClient[Any, Any]
-ROOT = Path(__file__).resolve().parents[2]
 SECRET = "sk_test_9f2c4e1a7b3d5f60"
 PUBLIC = "pk_test_1e8d7c6b5a493827"
 KEYS = AuthConfig(secret_keys=(SECRET,), public_keys=(PUBLIC,))
@@ -451,25 +449,12 @@ def test_the_running_server_never_logs_a_key(tmp_path: Path) -> None:
     """`recsrv run` with keys from the environment, at debug level; every kind of refusal."""
     port = free_port()
     env = {
-        **os.environ,
-        "RECSRV_SERVER__PORT": str(port),
-        "RECSRV_STORE__URL": f"file://{tmp_path / 'store'}",
         "RECSRV_AUTH__SECRET_KEYS": SECRET,
         "RECSRV_AUTH__PUBLIC_KEYS": PUBLIC,
         "RECSRV_AUTH__PUBLIC_BURST": "5",
-        "RECSRV_LOG__FORMAT": "json",
         "RECSRV_LOG__LEVEL": "debug",
-        "PYTHONPATH": str(ROOT),
     }
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "recsrv", "run"],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    server, log = spawn_recsrv(tmp_path, port, env)
     try:
         try:
             asyncio.run(_refused_requests(f"http://127.0.0.1:{port}", server))
