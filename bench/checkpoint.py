@@ -9,6 +9,7 @@ Finally it times a restore.
 
     python bench/checkpoint.py [--items 100000] [--sessions 1000000] [--per-session 20]
         [--mongodb-url mongodb://127.0.0.1:27017/recsrv_bench]   (default: starts nx-27017)
+        [--json PATH]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import orjson
 from bson import Binary
 from pymongo import AsyncMongoClient
 from services import NxServer
@@ -41,22 +43,43 @@ KINDS = ["view"] * 7 + ["click"] * 2 + ["add_to_cart"]
 
 
 def build(items: int, sessions: int, per_session: int) -> Model:
+    """Applied 1,000 events at a time, as the consumer applies a message: the same
+    state as one event at a time, faster."""
     config = SessionsConfig(max_sessions=sessions, ttl_s=10**8)
     model = Model(ModelConfig(), config)
     rng = random.Random(1)
     ts = 1_700_000_000.0
     started = time.perf_counter()
+    batch: list[Interaction] = []
     for s in range(sessions):
         session_id = f"session-{s:08d}"
         base = rng.randrange(items)
         for _ in range(per_session):
             item = (base + int(rng.expovariate(0.05))) % items
-            model.apply(Interaction(rng.choice(KINDS), session_id, ts, item_id=f"item-{item}"))
+            batch.append(Interaction(rng.choice(KINDS), session_id, ts, item_id=f"item-{item}"))
             ts += 0.01
+        if len(batch) >= 1000 or s == sessions - 1:
+            model.apply_events(batch)
+            batch = []
         if s and s % 100_000 == 0:
             rate = s * per_session / (time.perf_counter() - started)
             print(f"  built {s:,} sessions ({rate:,.0f} events/s)", flush=True)
     return model
+
+
+def array_bytes(model: Model) -> tuple[int, int]:
+    """Bytes of the per-item and of the per-session numpy arrays (allocated rows)."""
+    per_item = [
+        *(getattr(model.catalog, name) for name in model.catalog.ARRAYS),
+        model.popularity.scores,
+        *(
+            getattr(table, name)
+            for table in (model.similar, model.bought_together)
+            for name in ("ids", "weights", "sizes")
+        ),
+    ]
+    per_session = [getattr(model.sessions, name) for name in model.sessions.ARRAYS]
+    return sum(a.nbytes for a in per_item), sum(a.nbytes for a in per_session)
 
 
 def rss_mib() -> float:
@@ -130,7 +153,7 @@ async def checkpoint(model: Model, store: CheckpointStore) -> tuple[float, float
     return snapshot_s, write_s, lag.worst, encoded.size
 
 
-async def run(args: argparse.Namespace) -> None:
+async def run(args: argparse.Namespace) -> dict[str, object]:
     print(f"building {args.items:,} items x {args.sessions:,} sessions x {args.per_session}")
     baseline = rss_mib()
     started = time.perf_counter()
@@ -138,11 +161,31 @@ async def run(args: argparse.Namespace) -> None:
     events = args.sessions * args.per_session
     print(f"built {model.stats()} from {events:,} events in {time.perf_counter() - started:.0f} s")
     rss = rss_mib()
+    item_bytes, session_bytes = array_bytes(model)
+    python_bytes = (rss - baseline) * 2**20 - item_bytes - session_bytes
     print(
         f"P5 RSS {rss:,.0f} MiB (interpreter and libraries before building: {baseline:,.0f} "
         f"MiB); target <= 2,048 MiB; {(rss - baseline) * 2**20 / args.sessions:,.0f} bytes "
         f"per session with its share of the items"
     )
+    print(
+        f"   numpy arrays: {item_bytes / args.items:,.0f} bytes per item (rows allocated: "
+        f"{model.items.capacity:,}), {session_bytes / args.sessions:,.0f} bytes per session; "
+        f"Python objects (ids, their dicts, carts): {python_bytes / 2**20:,.0f} MiB, "
+        f"{python_bytes / (args.items + args.sessions):,.0f} bytes per item or session"
+    )
+    result: dict[str, object] = {
+        "items": args.items,
+        "sessions": args.sessions,
+        "per_session": args.per_session,
+        "build_s": time.perf_counter() - started,
+        "rss_mib": rss,
+        "baseline_mib": baseline,
+        "bytes_per_session": (rss - baseline) * 2**20 / args.sessions,
+        "array_bytes_per_item": item_bytes / args.items,
+        "array_bytes_per_session": session_bytes / args.sessions,
+        "python_objects_mib": python_bytes / 2**20,
+    }
 
     workdir = Path(tempfile.mkdtemp(prefix="recsrv-bench-"))
     stores: list[tuple[str, CheckpointStore]] = [("files", FileStore(str(workdir / "files")))]
@@ -156,6 +199,13 @@ async def run(args: argparse.Namespace) -> None:
             snapshot = statistics.median(r[0] for r in runs)
             write = statistics.median(r[1] for r in runs)
             worst = max(r[2] for r in runs)
+            result[f"p6_{name}"] = {
+                "size_mib": runs[0][3] / 2**20,
+                "snapshot_s": snapshot,
+                "write_s": write,
+                "total_s": snapshot + write,
+                "stall_ms": worst * 1000,
+            }
             print(
                 f"P6 {name:8s} size {runs[0][3] / 2**20:,.0f} MiB, snapshot {snapshot:.2f} s "
                 f"+ write {write:.2f} s = {snapshot + write:.2f} s (target <= 10 s), longest "
@@ -164,6 +214,7 @@ async def run(args: argparse.Namespace) -> None:
             if name == "mongodb":
                 chunks = encode(dump_state(model)).chunks
                 limit = statistics.median([await raw_insert(url, chunks) for _ in range(2)])
+                result["p6_mongodb_limit_s"] = limit
                 print(
                     f"   the server's own limit: plain PyMongo inserts of the same bytes take "
                     f"{limit:.2f} s; recsrv's write / limit = {write / limit:.2f}"
@@ -173,7 +224,9 @@ async def run(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     encoded = encode(dump_state(model))
     restored = load_state(decode(encoded.chunks), model.config, model.sessions_config)
-    print(f"restore (decode + rebuild) {time.perf_counter() - started:.2f} s, {restored.stats()}")
+    result["restore_s"] = time.perf_counter() - started
+    print(f"restore (decode + rebuild) {result['restore_s']:.2f} s, {restored.stats()}")
+    return result
 
 
 def main() -> None:
@@ -183,7 +236,11 @@ def main() -> None:
     parser.add_argument("--per-session", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--mongodb-url", default=None)
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--json", help="also write the figures to this file, as JSON")
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(result))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ publishes --before events, waits for a checkpoint, kills the process with SIGKIL
 publishes --replay more events (100 per message), starts a new process and times
 until /readyz answers 200 and until every event is applied. Medians of --repeat.
 
-    python bench/restart.py [--before 100000] [--replay 100000] [--repeat 3]
+    python bench/restart.py [--before 100000] [--replay 100000] [--repeat 3] [--json PATH]
 """
 
 from __future__ import annotations
@@ -94,41 +94,52 @@ async def one_run(args: argparse.Namespace, workdir: Path, mongodb_url: str) -> 
     command = [sys.executable, "-m", "recsrv", "run"]
     out = (workdir / f"{run}.log").open("wb")
     process = await asyncio.create_subprocess_exec(*command, env=env, stdout=out, stderr=out)
-    async with aiohttp.ClientSession() as http:
-        await poll(http, base + "/readyz", lambda body: True)
-        await publish(env["RECSRV_BROKER__EXCHANGE"], events(0, args.before))
-        await poll(
-            http, base + "/v1/popular?k=1", lambda body: body["model"]["events"] >= args.before
-        )
-        async with http.post(base + "/v1/admin/checkpoint") as response:
-            assert response.status == 200, await response.text()
-        process.send_signal(signal.SIGKILL)
-        await process.wait()
-        await publish(env["RECSRV_BROKER__EXCHANGE"], events(args.before, args.replay))
-        started = time.perf_counter()
-        process = await asyncio.create_subprocess_exec(*command, env=env, stdout=out, stderr=out)
-        await poll(http, base + "/readyz", lambda body: True)
-        ready = time.perf_counter() - started
-        total = args.before + args.replay
-        await poll(http, base + "/v1/popular?k=1", lambda body: body["model"]["events"] >= total)
-        applied = time.perf_counter() - started
-    process.send_signal(signal.SIGTERM)
-    await process.wait()
-    out.close()
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        await channel.queue_delete(env["RECSRV_BROKER__QUEUE"])
-        await channel.queue_delete(env["RECSRV_BROKER__INVALID_EXCHANGE"])
-        await channel.exchange_delete(env["RECSRV_BROKER__EXCHANGE"])
-        await channel.exchange_delete(env["RECSRV_BROKER__INVALID_EXCHANGE"])
+    try:
+        async with aiohttp.ClientSession() as http:
+            await poll(http, base + "/readyz", lambda body: True)
+            await publish(env["RECSRV_BROKER__EXCHANGE"], events(0, args.before))
+            await poll(
+                http, base + "/v1/popular?k=1", lambda body: body["model"]["events"] >= args.before
+            )
+            async with http.post(base + "/v1/admin/checkpoint") as response:
+                assert response.status == 200, await response.text()
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
+            await publish(env["RECSRV_BROKER__EXCHANGE"], events(args.before, args.replay))
+            started = time.perf_counter()
+            process = await asyncio.create_subprocess_exec(
+                *command, env=env, stdout=out, stderr=out
+            )
+            await poll(http, base + "/readyz", lambda body: True)
+            ready = time.perf_counter() - started
+            total = args.before + args.replay
+            await poll(
+                http, base + "/v1/popular?k=1", lambda body: body["model"]["events"] >= total
+            )
+            applied = time.perf_counter() - started
+    finally:
+        # Also when the run failed: no server or stream is left behind.
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            await process.wait()
+        out.close()
+        connection = await aio_pika.connect(AMQP_URL)
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(env["RECSRV_BROKER__QUEUE"])
+            await channel.queue_delete(env["RECSRV_BROKER__INVALID_EXCHANGE"])
+            await channel.exchange_delete(env["RECSRV_BROKER__EXCHANGE"])
+            await channel.exchange_delete(env["RECSRV_BROKER__INVALID_EXCHANGE"])
     return ready, applied
 
 
-async def run(args: argparse.Namespace) -> None:
+async def run(args: argparse.Namespace) -> dict[str, object]:
     workdir = Path(tempfile.mkdtemp(prefix="recsrv-restart-"))
-    with NxServer(workdir) as mongodb:
-        results = [await one_run(args, workdir, mongodb.url) for _ in range(args.repeat)]
+    try:
+        with NxServer(workdir) as mongodb:
+            results = [await one_run(args, workdir, mongodb.url) for _ in range(args.repeat)]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     ready = statistics.median(r[0] for r in results)
     applied = statistics.median(r[1] for r in results)
     print(
@@ -136,7 +147,14 @@ async def run(args: argparse.Namespace) -> None:
         f"start to /readyz 200 {ready:.2f} s, to all events applied {applied:.2f} s "
         f"(target <= 15 s), median of {args.repeat}"
     )
-    shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "before": args.before,
+        "replay": args.replay,
+        "runs": args.repeat,
+        "ready_s": ready,
+        "applied_s": applied,
+        "ready_runs_s": [r[0] for r in results],
+    }
 
 
 def main() -> None:
@@ -144,7 +162,11 @@ def main() -> None:
     parser.add_argument("--before", type=int, default=100_000)
     parser.add_argument("--replay", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--json", help="also write the figures to this file, as JSON")
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(result))
 
 
 if __name__ == "__main__":

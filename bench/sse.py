@@ -7,6 +7,7 @@ that session's stream delivers the changed list. Prints p50/p99 latency (target
 p99 <= 100 ms) and the server's RSS and CPU time.
 
     python bench/sse.py [--subscribers 1000] [--rate 100] [--seconds 20] [--embedded]
+        [--json PATH]
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import aio_pika
 import aiohttp
@@ -153,6 +155,8 @@ def server_env(args: argparse.Namespace, port: int, state_dir: str) -> dict[str,
         "RECSRV_LOG__LEVEL": "warning",
         "RECSRV_STORE__URL": f"file://{state_dir}",
         "RECSRV_STORE__CHECKPOINT_INTERVAL_S": "3600",
+        # Every subscriber here comes from 127.0.0.1; in a shop each is a browser.
+        "RECSRV_SERVER__SSE_MAX_PER_CLIENT": str(max(args.subscribers, 100)),
     }
     if not args.embedded:
         env.update(
@@ -167,7 +171,52 @@ def server_env(args: argparse.Namespace, port: int, state_dir: str) -> dict[str,
     return env
 
 
-async def run(args: argparse.Namespace) -> None:
+async def drive(
+    args: argparse.Namespace, base: str, env: dict[str, str], pid: int
+) -> tuple[list[float], int, int, tuple[tuple[float, float], tuple[float, float]]]:
+    """Connect the subscribers, publish, measure: (latencies, events published, events
+    without a new list, (RSS, CPU) of the server before and after)."""
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout()) as http:
+        await wait_ready(http, base)
+        publish, connection = await publisher(args, http, base, env)
+        try:
+            for body in history():
+                await publish(body)
+            subscribers = [Subscriber(f"live{n}") for n in range(args.subscribers)]
+            opened = [asyncio.Event() for _ in subscribers]
+            readers = [
+                asyncio.create_task(s.run(http, base, o))
+                for s, o in zip(subscribers, opened, strict=True)
+            ]
+            try:
+                await asyncio.wait_for(asyncio.gather(*(o.wait() for o in opened)), 60)
+                print(f"{args.subscribers} subscribers connected")
+                before = process_stats(pid)
+                latencies, published, missed = await measure(args, subscribers, publish)
+                after = process_stats(pid)
+            finally:
+                for reader in readers:
+                    reader.cancel()
+                await asyncio.gather(*readers, return_exceptions=True)
+        finally:
+            if connection is not None:
+                await connection.close()
+    return latencies, published, missed, (before, after)
+
+
+async def delete_broker_objects(env: dict[str, str]) -> None:
+    """The stream, the invalid-events queue and both exchanges were this run's only."""
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        for queue in ("RECSRV_BROKER__QUEUE", "RECSRV_BROKER__INVALID_EXCHANGE"):
+            await channel.queue_delete(env[queue])
+        for exchange in ("RECSRV_BROKER__EXCHANGE", "RECSRV_BROKER__INVALID_EXCHANGE"):
+            await channel.exchange_delete(env[exchange])
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     state_dir = tempfile.mkdtemp(prefix="recsrv-bench-sse-")
@@ -181,38 +230,16 @@ async def run(args: argparse.Namespace) -> None:
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout()) as http:
-        await wait_ready(http, base)
-        publish, connection = await publisher(args, http, base, env)
-        for body in history():
-            await publish(body)
-        subscribers = [Subscriber(f"live{n}") for n in range(args.subscribers)]
-        opened = [asyncio.Event() for _ in subscribers]
-        readers = [
-            asyncio.create_task(s.run(http, base, o))
-            for s, o in zip(subscribers, opened, strict=True)
-        ]
-        await asyncio.wait_for(asyncio.gather(*(o.wait() for o in opened)), 60)
-        print(f"{args.subscribers} subscribers connected")
-        rss_before, cpu_before = process_stats(server.pid)
-        latencies, published, missed = await measure(args, subscribers, publish)
-        rss_after, cpu_after = process_stats(server.pid)
-        for reader in readers:
-            reader.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
-    server.send_signal(signal.SIGTERM)
-    await server.wait()
-    if connection is not None:
-        # The stream, the invalid-events queue and both exchanges were this run's only.
-        async with connection:
-            channel = await connection.channel()
-            for queue in ("RECSRV_BROKER__QUEUE", "RECSRV_BROKER__INVALID_EXCHANGE"):
-                await channel.queue_delete(env[queue])
-            for exchange in ("RECSRV_BROKER__EXCHANGE", "RECSRV_BROKER__INVALID_EXCHANGE"):
-                await channel.exchange_delete(env[exchange])
-    shutil.rmtree(state_dir, ignore_errors=True)
-
+    try:
+        latencies, published, missed, stats = await drive(args, base, env, server.pid)
+    finally:
+        # Also when the run failed: no server, stream or directory is left behind.
+        server.send_signal(signal.SIGTERM)
+        await server.wait()
+        if not args.embedded:
+            await delete_broker_objects(env)
+        shutil.rmtree(state_dir, ignore_errors=True)
+    (rss_before, cpu_before), (rss_after, cpu_after) = stats
     latencies.sort()
     p50 = statistics.median(latencies) * 1000
     p99 = latencies[int(0.99 * (len(latencies) - 1))] * 1000
@@ -226,6 +253,15 @@ async def run(args: argparse.Namespace) -> None:
         f"server RSS {rss_after:,.0f} MiB (before the events {rss_before:,.0f} MiB), "
         f"CPU {cpu_after - cpu_before:.1f} s over {args.seconds:.0f} s"
     )
+    return {
+        "subscribers": args.subscribers,
+        "events": published,
+        "path": path,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "missed": missed,
+        "server_rss_mib": rss_after,
+    }
 
 
 def main() -> None:
@@ -234,7 +270,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--embedded", action="store_true")
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--json", help="also write the figures to this file, as JSON")
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(result))
 
 
 if __name__ == "__main__":

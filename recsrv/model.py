@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from recsrv.config import ModelConfig, SessionsConfig
@@ -73,6 +73,29 @@ class RecentIds:
         return True
 
 
+class Applied:
+    """What a batch of events did, per event type: how many were applied and how many
+    were ignored as duplicates (an event that failed counts in neither)."""
+
+    __slots__ = ("applied", "duplicates")
+
+    def __init__(self) -> None:
+        self.applied: dict[str, int] = {}
+        self.duplicates: dict[str, int] = {}
+
+    @property
+    def count(self) -> int:
+        return sum(self.applied.values())
+
+    def record(self, event_type: str, applied: bool) -> None:
+        counts = self.applied if applied else self.duplicates
+        counts[event_type] = counts.get(event_type, 0) + 1
+
+
+# Called with (position in the batch, event, error) for an event that raised.
+OnError = Callable[[int, Event, Exception], None]
+
+
 class Model:
     def __init__(
         self,
@@ -117,14 +140,45 @@ class Model:
         events applied."""
         if offset <= self.offset:
             return 0
-        applied = 0
-        for event in events:
-            applied += self.apply(event)
+        applied = self.apply_events(events)
         self.offset = offset
-        return applied
+        return applied.count
 
     def apply(self, event: Event) -> bool:
         """Apply one event; False if it was ignored as a duplicate event_id."""
+        try:
+            return self._apply(event)
+        finally:
+            self._flush()
+
+    def apply_events(self, events: Sequence[Event], on_error: OnError | None = None) -> Applied:
+        """Apply events in order, with exactly the state `apply` one by one would give.
+
+        Neighbour-table writes are queued and applied together at the end (nothing
+        reads those tables while events are applied), which lets a long batch use
+        vectorised steps. Without `on_error`, an event that raises stops the batch (what
+        came before it stays applied); with it, the error is handed over with the
+        event's position (from inside the except block, so a logger can show the
+        traceback) and the batch goes on. Either way the writes queued so far, a
+        failed event's partial ones included, are applied as `apply` would have.
+        """
+        applied = Applied()
+        try:
+            for position, event in enumerate(events):
+                if on_error is None:
+                    ok = self._apply(event)
+                else:
+                    try:
+                        ok = self._apply(event)
+                    except Exception as exc:
+                        on_error(position, event, exc)
+                        continue
+                applied.record(event.type, ok)
+        finally:
+            self._flush()
+        return applied
+
+    def _apply(self, event: Event) -> bool:
         if event.event_id is not None and not self.recent_ids.add(event.event_id):
             return False
         ts = event.ts if math.isfinite(event.ts) else self.clock
@@ -142,6 +196,10 @@ class Model:
             self._forget(event.user_id)
         self.events += 1
         return True
+
+    def _flush(self) -> None:
+        self.similar.flush()
+        self.bought_together.flush()
 
     # -- reads ---------------------------------------------------------------------
 
@@ -204,9 +262,7 @@ class Model:
         previous = self.sessions.previous_items(slot, idx, self.config.window)
         if not previous:
             return
-        count = len(previous)
-        self.similar.add_to_rows(previous, idx, self._forward[code][:count], ts)
-        self.similar.add(idx, previous, self._backward[code][:count], ts)
+        self.similar.queue_sequence(idx, previous, self._forward[code], self._backward[code], ts)
 
     def _cart_effect(
         self, slot: int, user: int, idx: int, code: int, quantity: int, ts: float
@@ -248,9 +304,9 @@ class Model:
         for a in new:
             partners = [b for b in new if b != a] + others
             if partners:
-                self.bought_together.add(a, partners, [weight] * len(partners), ts)
+                self.bought_together.queue(a, partners, [weight] * len(partners), ts)
         for other in others:
-            self.bought_together.add(other, new, [weight] * len(new), ts)
+            self.bought_together.queue(other, new, [weight] * len(new), ts)
 
     # -- items and users -----------------------------------------------------------
 

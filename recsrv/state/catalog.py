@@ -53,6 +53,11 @@ class Catalog:
         self._category_index: dict[str, int] = {}
         # Text fields of catalog items only: idx → {title, url, image_url, tags, properties}.
         self.meta: dict[int, dict[str, Any]] = {}
+        self._flat_views()
+
+    def _flat_views(self) -> None:
+        # The counters as one flat view: the per-event count without numpy's overhead.
+        self._flat_counters = self.counters.data.cast("B").cast("q")
 
     def grow(self, capacity: int) -> None:
         self.in_stock = grown(self.in_stock, capacity, True)
@@ -62,6 +67,7 @@ class Catalog:
         self.category = grown(self.category, capacity, NO_CATEGORY)
         self.price = grown(self.price, capacity, np.nan)
         self.counters = grown(self.counters, capacity, 0)
+        self._flat_views()
 
     def to_arrays(self, n: int) -> dict[str, npt.NDArray[Any]]:
         """The per-item arrays of the first n items: views, valid until the next write."""
@@ -107,7 +113,7 @@ class Catalog:
         self.available[idx] = False
 
     def count(self, idx: int, code: int) -> None:
-        self.counters[idx, code] += 1
+        self._flat_counters[idx * len(COUNTED_TYPES) + code] += 1
 
     def info(self, idx: int) -> dict[str, Any]:
         """Catalog fields and counters of one item, as item_info reports them."""

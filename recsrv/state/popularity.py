@@ -37,9 +37,12 @@ class Popularity:
         self.leader_count = 0
         self.floor = 0.0
         self._leader_set: set[int] = set()
+        # A flat view for the per-event path: scalar access without numpy's overhead.
+        self._flat_scores = self.scores.data.cast("B").cast("d")
 
     def grow(self, capacity: int) -> None:
         self.scores = grown(self.scores, capacity, 0.0)
+        self._flat_scores = self.scores.data.cast("B").cast("d")
 
     def to_arrays(self, n: int) -> dict[str, npt.NDArray[Any]]:
         """Scores of the first n items, the leaders in their slot order, t_ref and the
@@ -69,14 +72,15 @@ class Popularity:
             shrink = self.scale.rebase(ts)
             self.scores *= shrink
             self.floor *= shrink
-        self.scores[idx] += weight * self.scale.write_factor(ts)
+        scores = self._flat_scores
+        scores[idx] += weight * self.scale.write_factor(ts)
         if idx in self._leader_set:
             return
         if self.leader_count < LEADERS:
             self.leaders[self.leader_count] = idx
             self.leader_count += 1
             self._leader_set.add(idx)
-        elif self.scores[idx] > self.floor:
+        elif scores[idx] > self.floor:
             self._replace_weakest_leader(idx)
 
     def current(self, idx: int, now: float) -> float:

@@ -56,6 +56,7 @@ class Sessions:
         self.carts: dict[int, dict[int, int]] = {}
         self.purchased: dict[int, dict[int, int]] = {}
         self.next_sweep = -np.inf
+        self._flat_views()
 
     def __len__(self) -> int:
         """Sessions holding a slot, expired-but-not-yet-swept ones included."""
@@ -83,11 +84,11 @@ class Sessions:
 
     def previous_items(self, slot: int, item: int, limit: int) -> list[int]:
         """Up to `limit` distinct items of the session, newest first, other than `item`."""
-        row = self.items[slot].tolist()
-        head = int(self.heads[slot])
+        width = self.max_events
+        items, base, head = self._flat_items, slot * width, self._flat_heads[slot]
         found: list[int] = []
-        for back in range(1, int(self.lengths[slot]) + 1):
-            other = row[head - back]  # negative positions wrap around the ring
+        for back in range(1, self._flat_lengths[slot] + 1):
+            other = items[base + (head - back) % width]
             if other != item and other not in found:
                 found.append(other)
                 if len(found) == limit:
@@ -110,7 +111,7 @@ class Sessions:
         return bool(self.lengths[slot]) or slot in self.carts or slot in self.purchased
 
     def user_of(self, slot: int) -> int:
-        return int(self.users[slot])
+        return self._flat_users[slot]
 
     def to_arrays(self) -> dict[str, npt.NDArray[Any]]:
         """The per-slot arrays of the slots ever used (views, valid until the next write),
@@ -158,22 +159,26 @@ class Sessions:
             self.sweep(now)
         slot = self.slot_of.get(session_id)
         if slot is None:
-            slot = self._allocate(session_id, now)
-        elif self.last_ts[slot] < now - self.ttl_s:
+            slot = self._allocate(session_id, now)  # may grow the arrays: new views
+        elif self._flat_last_ts[slot] < now - self.ttl_s:
             self._clear(slot)
-        if ts > self.last_ts[slot]:
-            self.last_ts[slot] = ts
+        last_ts = self._flat_last_ts
+        if ts > last_ts[slot]:
+            last_ts[slot] = ts
         return slot
 
     def record(self, slot: int, item: int, code: int, ts: float) -> None:
         """Append an item event to the session's ring buffer."""
-        head = int(self.heads[slot])
-        self.items[slot, head] = item
-        self.types[slot, head] = code
-        self.times[slot, head] = ts
-        self.heads[slot] = (head + 1) % self.max_events
-        if self.lengths[slot] < self.max_events:
-            self.lengths[slot] += 1
+        # Flat views: per-event scalar access costs a fraction of numpy indexing.
+        width = self.max_events
+        head = self._flat_heads[slot]
+        at = slot * width + head
+        self._flat_items[at] = item
+        self._flat_types[at] = code
+        self._flat_times[at] = ts
+        self._flat_heads[slot] = (head + 1) % width
+        if self._flat_lengths[slot] < width:
+            self._flat_lengths[slot] += 1
 
     def set_user(self, slot: int, user: int) -> None:
         self.users[slot] = user
@@ -281,3 +286,14 @@ class Sessions:
         self.last_ts = grown(self.last_ts, capacity, FREE)
         self.users = grown(self.users, capacity, -1)
         self.active = grown(self.active, capacity, False)
+        self._flat_views()
+
+    def _flat_views(self) -> None:
+        """1-D memoryviews of the arrays the per-event path touches (after each _grow)."""
+        self._flat_items = self.items.data.cast("B").cast("i")
+        self._flat_types = self.types.data.cast("B").cast("b")
+        self._flat_times = self.times.data.cast("B").cast("d")
+        self._flat_heads = self.heads.data.cast("B").cast("i")
+        self._flat_lengths = self.lengths.data.cast("B").cast("i")
+        self._flat_last_ts = self.last_ts.data.cast("B").cast("d")
+        self._flat_users = self.users.data.cast("B").cast("i")

@@ -332,7 +332,7 @@ def _convert_scales(model: Model, dumped: Mapping[str, float]) -> None:
     if dumped[setting] != configured[setting]:
         for name in NEIGHBOR_TABLES:
             table = getattr(model, name)
-            table.weights *= _rebase(table.scale, dumped[setting], model.clock)
+            table.rescale(_rebase(table.scale, dumped[setting], model.clock))
 
 
 def _rebase(scale: ExpScale, old_half_life_s: float, now: float) -> float:

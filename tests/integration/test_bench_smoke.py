@@ -1,7 +1,7 @@
 """The benchmarks keep working: each runs at a tiny size and prints its figure line.
 
 These check that the scripts run and report, not how fast anything is: the figures
-belong in docs/benchmarks.md, measured at full size.
+belong in docs/benchmarks.md, measured at full size by bench/run_all.py.
 """
 
 from __future__ import annotations
@@ -10,9 +10,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
 
 
 @pytest.mark.timeout(180)
@@ -23,15 +34,45 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
         ("checkpoint.py", ["--items", "500", "--sessions", "2000", "--repeat", "1"], "P6 mongodb"),
         ("restart.py", ["--before", "500", "--replay", "500", "--repeat", "1"], "P7 kill -9"),
         ("sse.py", ["--subscribers", "10", "--seconds", "1"], "P4 10 subscribers"),
+        (
+            "rest.py",
+            ["--items", "500", "--sessions", "300", "--seconds", "1", "--repeat", "1"],
+            "P3 GET /v1/recommendations, 32 connections",
+        ),
     ],
 )
 def test_benchmark_runs_and_reports(script: str, args: list[str], figure: str) -> None:
-    done = subprocess.run(
-        [sys.executable, str(BENCH / script), *args],
-        capture_output=True,
-        text=True,
-        timeout=170,
-        check=False,
-    )
+    done = run(script, *args)
     assert done.returncode == 0, done.stderr[-3000:]
     assert figure in done.stdout, done.stdout
+
+
+@pytest.mark.timeout(180)
+def test_rest_benchmark_answers_every_request_and_ingests_meanwhile(tmp_path: Path) -> None:
+    figures_file = tmp_path / "p3.json"
+    done = run(
+        "rest.py",
+        *("--items", "500", "--sessions", "300", "--seconds", "2", "--repeat", "1"),
+        *("--rate", "500", "--json", str(figures_file)),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = orjson.loads(figures_file.read_bytes())
+    assert figures["non_2xx"] == 0 and figures["socket_errors"] == 0, figures
+    assert figures["recsrv_rps"] > 0 and figures["bare_rps"] > 0
+    # The ingest ran while wrk did: the server applied events at about the rate asked.
+    assert 200 < figures["applied_events_s"] < 1000, figures
+
+
+@pytest.mark.timeout(300)
+def test_run_all_writes_the_report_of_the_benchmarks_it_ran(tmp_path: Path) -> None:
+    done = run("run_all.py", "--quick", "--only", "P7,sse", "--docs", str(tmp_path))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = (tmp_path / "benchmarks.md").read_text()
+    assert "| P7 | restart to ready after kill -9: restore + replay 500 events |" in report
+    assert "| P4 | SSE, 10 subscribers" in report
+    assert "| P1 | not measured yet |" in report
+    assert "`python bench/restart.py --before 500 --replay 500 --repeat 1`" in report
+    assert "cores (" in report  # the machine
+    saved = orjson.loads((tmp_path / "benchmarks.json").read_bytes())
+    assert set(saved["benchmarks"]) == {"restart", "sse"}
+    assert saved["benchmarks"]["restart"]["figures"]["ready_s"] > 0

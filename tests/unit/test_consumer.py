@@ -107,14 +107,14 @@ async def test_an_event_the_model_fails_on_is_recorded_and_the_rest_applied(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     consumer, log = make_consumer()
-    original = consumer.model.apply
+    original = consumer.model._apply
 
     def apply(event: Event) -> bool:
         if getattr(event, "item_id", None) == "boom":
             raise ValueError("bug")
         return original(event)
 
-    monkeypatch.setattr(consumer.model, "apply", apply)
+    monkeypatch.setattr(consumer.model, "_apply", apply)
     body = orjson.dumps([view("s", "a"), view("s", "boom"), view("s", "b")])
     await consumer.apply(Delivery(offset=0, body=body, timestamp=None))
     assert (consumer.model.offset, consumer.model.events) == (0, 2)
@@ -156,7 +156,7 @@ async def test_an_event_that_fails_to_apply_is_received_but_not_applied(
     def apply(event: Event) -> bool:
         raise ValueError("bug")
 
-    monkeypatch.setattr(consumer.model, "apply", apply)
+    monkeypatch.setattr(consumer.model, "_apply", apply)
     await consumer.apply(Delivery(offset=0, body=orjson.dumps(view("s", "a")), timestamp=None))
     stats = consumer.metrics.consumer
     assert (stats.received, stats.applied) == ({"view": 1}, {})

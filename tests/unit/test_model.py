@@ -333,3 +333,127 @@ def test_same_events_give_the_same_state() -> None:
     assert np.array_equal(first.popularity.scores, second.popularity.scores)
     assert first.users.profiles == second.users.profiles
     assert first.stats() == second.stats()
+
+
+def mixed_stream(count: int, items: int, seed: int = 7) -> list[Event]:
+    """Every kind of interaction, repeat purchases with lines, users and duplicate ids,
+    over few items so that neighbour rows fill up and replace entries."""
+    rng = np.random.default_rng(seed)
+    kinds = ["view"] * 5 + ["click", "add_to_cart", "remove_from_cart", "purchase"]
+    events: list[Event] = []
+    for n in range(count):
+        kind = str(rng.choice(kinds))
+        fields: dict[str, Any] = {"user_id": f"u{n % 7}"} if n % 3 == 0 else {}
+        if n % 11 == 0:
+            fields["event_id"] = f"e{n % 50}"  # some repeat: duplicates
+        t = float(n) * 20.0
+        if kind == "purchase" and n % 2 == 0:
+            lines = tuple(
+                LineItem(f"i{rng.integers(items)}", int(rng.integers(1, 3)))
+                for _ in range(int(rng.integers(1, 40)))
+            )
+            events.append(act("purchase", f"s{n // 9}", t=t, items=lines, **fields))
+        else:
+            events.append(act(kind, f"s{n // 9}", f"i{rng.integers(items)}", t=t, **fields))
+    return events
+
+
+def assert_same_state(first: Model, second: Model) -> None:
+    for table in ("similar", "bought_together"):
+        mine, theirs = getattr(first, table), getattr(second, table)
+        assert np.array_equal(mine.ids, theirs.ids), table
+        assert np.array_equal(mine.weights, theirs.weights), table  # bit for bit
+        assert np.array_equal(mine.sizes, theirs.sizes), table
+    assert np.array_equal(first.popularity.scores, second.popularity.scores)
+    assert np.array_equal(first.catalog.counters, second.catalog.counters)
+    for name in first.sessions.ARRAYS:
+        assert np.array_equal(getattr(first.sessions, name), getattr(second.sessions, name))
+    assert first.users.profiles == second.users.profiles
+    assert (first.events, first.clock) == (second.events, second.clock)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 100, 3000])
+@pytest.mark.parametrize("half_life_s", [30 * 86400.0, 600.0])  # 600 s: rebases mid-batch
+def test_batches_give_exactly_the_state_of_one_event_at_a_time(
+    batch: int, half_life_s: float
+) -> None:
+    config: dict[str, Any] = {
+        "neighbors": 6,  # full rows early: replacements in every batch
+        "similarity_half_life_s": half_life_s,
+        "popularity_half_life_s": half_life_s,
+    }
+    events = mixed_stream(3000, items=60)
+    # A small first capacity: the item arrays grow while pairs are queued.
+    one_by_one = Model(ModelConfig(**config), SessionsConfig(), initial_capacity=4)
+    for event in events:
+        one_by_one.apply(event)
+    batched = Model(ModelConfig(**config), SessionsConfig(), initial_capacity=4)
+    applied = 0
+    for offset, start in enumerate(range(0, len(events), batch)):
+        applied += batched.apply_message(offset, events[start : start + batch])
+    assert_same_state(batched, one_by_one)
+    assert applied == one_by_one.events
+    assert (one_by_one.similar.sizes == 6).sum() > 30  # the rows did fill up
+    if half_life_s < 86400:
+        assert one_by_one.similar.scale.t_ref > T0  # and rebased
+
+
+def test_apply_events_counts_applied_and_duplicate_events_by_type() -> None:
+    model = Model(ModelConfig(), SessionsConfig())
+    outcome = model.apply_events(
+        [
+            act("view", "s", "a", event_id="e1"),
+            act("view", "s", "b", event_id="e1"),
+            act("click", "s", "b"),
+            upsert("c"),
+        ]
+    )
+    assert outcome.applied == {"view": 1, "click": 1, "catalog.upsert": 1}
+    assert outcome.duplicates == {"view": 1}
+    assert outcome.count == 3 == model.events
+
+
+def test_apply_events_hands_a_failing_event_over_and_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events = [act("view", "s", "a"), act("view", "s", "boom", t=1), act("view", "s", "b", t=2)]
+    reference = build([events[0], events[2]])
+    model = Model(ModelConfig(), SessionsConfig())
+    original = model._item
+
+    def item(item_id: str) -> int:
+        if item_id == "boom":
+            raise ValueError("bug")
+        return original(item_id)
+
+    monkeypatch.setattr(model, "_item", item)
+    failures: list[tuple[int, str, str]] = []
+    outcome = model.apply_events(
+        events, lambda position, event, exc: failures.append((position, event.type, repr(exc)))
+    )
+    assert failures == [(1, "view", "ValueError('bug')")]
+    assert outcome.applied == {"view": 2}
+    # The failed event opened its session before it failed (as apply would have);
+    # the neighbour pairs queued before and after it are all in.
+    assert row(model, "similar", "a") == pytest.approx(row(reference, "similar", "a"))
+    assert row(model, "similar", "b") == pytest.approx(row(reference, "similar", "b"))
+
+
+def test_without_on_error_a_failing_event_stops_the_batch_after_applying_what_came_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = Model(ModelConfig(), SessionsConfig())
+    original = model._item
+
+    def item(item_id: str) -> int:
+        if item_id == "boom":
+            raise ValueError("bug")
+        return original(item_id)
+
+    monkeypatch.setattr(model, "_item", item)
+    with pytest.raises(ValueError, match="bug"):
+        model.apply_events(
+            [act("view", "s", "a"), act("view", "s", "b", t=1), act("view", "s", "boom", t=2)]
+        )
+    assert model.events == 2
+    assert row(model, "similar", "a") == pytest.approx({"b": 1.0})  # flushed, not lost

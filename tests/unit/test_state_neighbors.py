@@ -106,3 +106,82 @@ def test_gather_returns_raw_rows_whose_ratios_are_exact() -> None:
     assert ids.tolist() == [[0, 1, -1], [-1, -1, -1]]
     assert weights[0, 0] / weights[0, 1] == pytest.approx(3.0)
     assert math.isclose(weights[1].sum(), 0.0)
+
+
+def random_pairs(count: int, rows: int, seed: int) -> list[tuple[int, int, float]]:
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for _ in range(count):
+        a, partner = (int(x) for x in rng.integers(rows, size=2))
+        if a != partner:
+            # Some weights at or below zero: _add_pair ignores those.
+            pairs.append((a, partner, float(rng.choice([0.0, -1.0, *rng.random(8) * 3]))))
+    return pairs
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_long_queue_applied_in_steps_equals_one_pair_at_a_time(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps = []
+    step = NeighborTable._step
+    monkeypatch.setattr(
+        NeighborTable, "_step", lambda table, *arrays: steps.append(1) or step(table, *arrays)
+    )
+    # Few rows, narrow rows, many pairs: appends, hits, replacements, rejections, and
+    # busy rows that outlast the vectorised steps.
+    pairs = random_pairs(3000, rows=40, seed=seed)
+    stepped = NeighborTable(width=5, half_life_s=DAY, capacity=64)
+    single = NeighborTable(width=5, half_life_s=DAY, capacity=64)
+    for a, partner, weight in pairs:
+        stepped.queue(a, [partner], [weight], T0)
+    stepped.flush()
+    assert len(steps) > 10  # the vectorised path did the work
+    for a, partner, weight in pairs:
+        single.add(a, [partner], [weight], T0)
+    assert np.array_equal(stepped.ids, single.ids)
+    assert np.array_equal(stepped.weights, single.weights)
+    assert np.array_equal(stepped.sizes, single.sizes)
+    assert (single.sizes[:40] == 5).all()
+
+
+def test_queued_pairs_wait_for_flush_and_a_rebase_applies_them_first() -> None:
+    table = NeighborTable(width=4, half_life_s=60.0, capacity=8)
+    table.queue(0, [1], [1.0], T0)
+    assert table.sizes[0] == 0  # nothing applied yet
+    # 40 half-lives later a rebase is due: the queued pair is applied at the old scale
+    # first, then everything is rescaled.
+    table.queue(0, [2], [1.0], T0 + 60.0 * 40)
+    table.flush()
+    now = T0 + 60.0 * 40
+    assert weights_by_partner(table, 0, now) == pytest.approx({1: 2.0**-40, 2: 1.0})
+
+
+def test_a_full_row_rejects_a_weaker_partner_and_still_takes_a_stronger_one_later() -> None:
+    table = NeighborTable(width=2, half_life_s=DAY, capacity=8)
+    table.add(0, [1, 2], [2.0, 3.0], T0)
+    table.add(0, [3], [1.0], T0)  # below the smallest: rejected (and the bound learnt)
+    table.add(0, [4], [1.5], T0)  # still below
+    table.add(0, [1], [5.0], T0)  # the smallest grows: 7.0
+    table.add(0, [5], [3.5], T0)  # beats 3.0 (partner 2), the new smallest
+    assert weights_by_partner(table, 0, T0) == pytest.approx({1: 7.0, 5: 3.5})
+
+
+def test_rescale_keeps_replacement_decisions_right() -> None:
+    table = NeighborTable(width=2, half_life_s=DAY, capacity=8)
+    table.add(0, [1, 2], [4.0, 4.0], T0)
+    table.add(0, [3], [1.0], T0)  # rejected: the row's smallest is 4.0
+    table.rescale(0.125)  # every weight is now 0.5
+    table.add(0, [3], [1.0], T0)
+    assert weights_by_partner(table, 0, T0) == pytest.approx({2: 0.5, 3: 1.0})
+
+
+def test_grow_keeps_queued_and_applied_pairs() -> None:
+    table = NeighborTable(width=2, half_life_s=DAY, capacity=2)
+    table.add(1, [0], [1.0], T0)
+    table.queue(1, [5], [2.0], T0)
+    table.grow(8)
+    table.flush()
+    table.add(7, [1], [3.0], T0)
+    assert weights_by_partner(table, 1, T0) == pytest.approx({0: 1.0, 5: 2.0})
+    assert weights_by_partner(table, 7, T0) == pytest.approx({1: 3.0})

@@ -152,3 +152,20 @@ def test_slot_table_grows_up_to_max_sessions_only(max_sessions: int) -> None:
         sessions.open(f"s{n}", T0 + n, T0 + n)
     assert len(sessions) == max_sessions
     assert len(sessions.active) == max_sessions
+
+
+def test_the_table_grows_past_its_first_slots_and_keeps_every_session() -> None:
+    sessions = make(max_events=4, ttl_s=1e6)
+    count = 3 * sessions_module.INITIAL_SLOTS + 5  # grows twice
+    for n in range(count):
+        slot = sessions.open(f"s{n}", T0 + n, T0 + n)
+        sessions.record(slot, n, VIEW, T0 + n)
+        sessions.record(slot, n + 1, ADD, T0 + n)
+    now = T0 + count
+    assert len(sessions.last_ts) >= count
+    for n in (0, sessions_module.INITIAL_SLOTS, count - 1):
+        slot = sessions.lookup(f"s{n}", now)
+        assert slot is not None
+        assert sessions.recent(slot)[0].tolist() == [n + 1, n]
+        assert sessions.last_ts[slot] == T0 + n
+        assert sessions.previous_items(slot, n + 1, limit=5) == [n]
