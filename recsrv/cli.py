@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"recsrv: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    configure_logging(config.log)
+    # `recsrv evaluate --json` and `recsrv replay` print their results; logs must not mix in.
+    serving = args.command in ("run", "demo")
+    configure_logging(config.log, None if serving else sys.stderr)
     try:
         if args.command == "replay":
             from recsrv import replay

@@ -30,9 +30,10 @@ _JSON_TRACEBACKS: Final = structlog.processors.ExceptionRenderer(
 )
 
 
-def configure_logging(config: LogConfig) -> None:
-    """Configure structlog and the standard library's root logger to write to stdout."""
-    out = sys.stdout
+def configure_logging(config: LogConfig, out: TextIO | None = None) -> None:
+    """Configure structlog and the standard library's root logger to write to `out`
+    (stdout by default; the offline commands log to stderr, their output is stdout)."""
+    out = sys.stdout if out is None else out
     level = logging.getLevelNamesMapping()[config.level.upper()]
     console = use_console(config.format, out)
     shared: list[structlog.typing.Processor] = [

@@ -398,3 +398,5 @@ def test_errors_are_one_clear_line_with_the_right_status(tmp_path: Path) -> None
     assert "--window times --batch must stay within model.dedup_window" in in_doubt.stderr
     for result in (embedded, missing, unreachable, unmapped, bad_batch, in_doubt):
         assert "Traceback" not in result.stderr + result.stdout
+        # Logs (the AMQP library's connection errors included) go to stderr, not stdout.
+        assert result.stdout == ""
