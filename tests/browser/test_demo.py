@@ -406,3 +406,45 @@ def test_sdk_failures_never_reach_the_page(demo_server: str, browser: Any) -> No
         assert errors == []
     finally:
         context.close()
+
+
+@pytest.mark.timeout(120)
+def test_with_api_keys_the_demo_runs_on_a_public_key(tmp_path: Path, browser: Any) -> None:
+    """`/demo?key=PUBLIC_KEY`: the SDK sends the key, so a server with keys serves the
+    page's lists and takes its browsing events; without the key, it refuses them."""
+    port = free_port()
+    keys = {"RECSRV_AUTH__PUBLIC_KEYS": "pk-demo", "RECSRV_AUTH__SECRET_KEYS": "sk-demo"}
+    server, log = spawn_recsrv(tmp_path, port, keys, command="demo")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                get_json(base + "/readyz")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        page = context.new_page()
+        refused: list[int] = []
+        page.on("response", lambda r: refused.append(r.status) if r.status == 401 else None)
+        page.goto(base + "/demo?key=pk-demo")
+        page.wait_for_selector("#home-recommended a[data-item-id]", timeout=10_000)
+        first = page.eval_on_selector("#grid a[data-item-id]", "a => a.dataset.itemId")
+        page.click(f'#grid a[data-item-id="{first}"]')
+        page.wait_for_selector("#panel-recommended a[data-item-id]", timeout=10_000)
+        assert refused == []
+        context.close()
+        # The same page without the key gets nothing from the API.
+        context = browser.new_context()
+        page = context.new_page()
+        statuses: list[int] = []
+        page.on("response", lambda r: statuses.append(r.status) if "/v1/" in r.url else None)
+        page.goto(base + "/demo")
+        page.wait_for_timeout(1500)
+        assert statuses and set(statuses) == {401}
+        context.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

@@ -291,6 +291,8 @@
     items = new Map(catalog.map((item) => [item.item_id, item]));
     rec = Recsrv.init({
       endpoint: location.origin,
+      // A server with API keys: open the demo as /demo?key=PUBLIC_KEY.
+      key: new URLSearchParams(location.search).get("key") || undefined,
       k: 6,
       // The SDK's auto-filled lists ([data-recsrv="recommendations"]) use this card.
       render: (entry) => mini(entry),
