@@ -25,10 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import orjson
 from bson import Binary
 from pymongo import AsyncMongoClient
-from services import NxServer
+from services import NxServer, run_benchmark
 
 from recsrv.config import ModelConfig, SessionsConfig
 from recsrv.events import Interaction
@@ -236,11 +235,7 @@ def main() -> None:
     parser.add_argument("--per-session", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--mongodb-url", default=None)
-    parser.add_argument("--json", help="also write the figures to this file, as JSON")
-    args = parser.parse_args()
-    result = asyncio.run(run(args))
-    if args.json:
-        Path(args.json).write_bytes(orjson.dumps(result))
+    run_benchmark(parser, run)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,11 @@ import statistics
 import time
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 
 import aio_pika
 import aiormq
 import orjson
+from services import AMQP_URL, run_benchmark
 
 from recsrv.broker import Delivery
 from recsrv.broker.amqp import AmqpEventLog
@@ -35,7 +35,6 @@ from recsrv.events import Event
 from recsrv.metrics import Metrics
 from recsrv.model import Model
 
-AMQP_URL = os.environ.get("RECSRV_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 WINDOW = 500  # publishes in flight at once (aio-pika confirms one by one otherwise)
 
 
@@ -220,11 +219,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--batched", type=int, default=1_000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--json", help="also write the figures to this file, as JSON")
-    args = parser.parse_args()
-    result = asyncio.run(run(args))
-    if args.json:
-        Path(args.json).write_bytes(orjson.dumps(result))
+    run_benchmark(parser, run)
 
 
 if __name__ == "__main__":

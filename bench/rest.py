@@ -45,9 +45,8 @@ import aio_pika
 import aiohttp
 import aiormq
 import orjson
-from services import free_port
+from services import AMQP_URL, delete_broker_objects, free_port, run_benchmark
 
-AMQP_URL = os.environ.get("RECSRV_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 WRK = os.environ.get("RECSRV_BENCH_WRK", "wrk")
 CATEGORIES = 200
 HISTORY_SPAN_S = 2 * 3600.0  # the history ends now; sessions idle < 30 min are live
@@ -181,13 +180,7 @@ async def recsrv_server(
         server.send_signal(signal.SIGTERM)
         await server.wait()
         log.close()
-        connection = await aio_pika.connect(AMQP_URL)
-        async with connection:
-            channel = await connection.channel()
-            for queue in ("RECSRV_BROKER__QUEUE", "RECSRV_BROKER__INVALID_EXCHANGE"):
-                await channel.queue_delete(env[queue])
-            for exchange in ("RECSRV_BROKER__EXCHANGE", "RECSRV_BROKER__INVALID_EXCHANGE"):
-                await channel.exchange_delete(env[exchange])
+        await delete_broker_objects(env)
 
 
 @contextlib.asynccontextmanager
@@ -451,12 +444,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rate", type=float, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--json", help="also write the figures to this file, as JSON")
     parser.add_argument("--profile", help="run recsrv under cProfile, writing stats here")
-    args = parser.parse_args()
-    result = asyncio.run(run(args))
-    if args.json:
-        Path(args.json).write_bytes(orjson.dumps(result))
+    run_benchmark(parser, run)
 
 
 if __name__ == "__main__":

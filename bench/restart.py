@@ -25,9 +25,8 @@ from pathlib import Path
 import aio_pika
 import aiohttp
 import orjson
-from services import NxServer, free_port
+from services import AMQP_URL, NxServer, delete_broker_objects, free_port, run_benchmark
 
-AMQP_URL = os.environ.get("RECSRV_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PER_MESSAGE = 100
 
 
@@ -123,13 +122,7 @@ async def one_run(args: argparse.Namespace, workdir: Path, mongodb_url: str) -> 
             process.send_signal(signal.SIGTERM)
             await process.wait()
         out.close()
-        connection = await aio_pika.connect(AMQP_URL)
-        async with connection:
-            channel = await connection.channel()
-            await channel.queue_delete(env["RECSRV_BROKER__QUEUE"])
-            await channel.queue_delete(env["RECSRV_BROKER__INVALID_EXCHANGE"])
-            await channel.exchange_delete(env["RECSRV_BROKER__EXCHANGE"])
-            await channel.exchange_delete(env["RECSRV_BROKER__INVALID_EXCHANGE"])
+        await delete_broker_objects(env)
     return ready, applied
 
 
@@ -162,11 +155,7 @@ def main() -> None:
     parser.add_argument("--before", type=int, default=100_000)
     parser.add_argument("--replay", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--json", help="also write the figures to this file, as JSON")
-    args = parser.parse_args()
-    result = asyncio.run(run(args))
-    if args.json:
-        Path(args.json).write_bytes(orjson.dumps(result))
+    run_benchmark(parser, run)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,48 @@
-"""What the benchmarks share: a free port, and an nx-27017 MongoDB-wire server."""
+"""What the benchmarks share: their main(), the RabbitMQ they use and its clean-up, a free
+port, and an nx-27017 MongoDB-wire server."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
+
+import aio_pika
+import orjson
+
+AMQP_URL = os.environ.get("RECSRV_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def run_benchmark(
+    parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], Awaitable[Any]]
+) -> None:
+    """Parse the arguments (plus --json), run the benchmark, and write its figures to
+    the --json file when one is given (bench/run_all.py reads them from there)."""
+    parser.add_argument("--json", help="also write the figures to this file, as JSON")
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(result))
+
+
+async def delete_broker_objects(env: dict[str, str]) -> None:
+    """Delete the stream, the invalid-events queue and both exchanges that a server run
+    with `env` (RECSRV_BROKER__* names of its own) declared."""
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        for queue in ("RECSRV_BROKER__QUEUE", "RECSRV_BROKER__INVALID_EXCHANGE"):
+            await channel.queue_delete(env[queue])
+        for exchange in ("RECSRV_BROKER__EXCHANGE", "RECSRV_BROKER__INVALID_EXCHANGE"):
+            await channel.exchange_delete(env[exchange])
 
 
 def free_port() -> int:

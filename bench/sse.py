@@ -24,14 +24,12 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import aio_pika
 import aiohttp
 import orjson
-from services import free_port
+from services import AMQP_URL, delete_broker_objects, free_port, run_benchmark
 
-AMQP_URL = os.environ.get("RECSRV_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 ITEMS = 2000
 
 
@@ -205,17 +203,6 @@ async def drive(
     return latencies, published, missed, (before, after)
 
 
-async def delete_broker_objects(env: dict[str, str]) -> None:
-    """The stream, the invalid-events queue and both exchanges were this run's only."""
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        for queue in ("RECSRV_BROKER__QUEUE", "RECSRV_BROKER__INVALID_EXCHANGE"):
-            await channel.queue_delete(env[queue])
-        for exchange in ("RECSRV_BROKER__EXCHANGE", "RECSRV_BROKER__INVALID_EXCHANGE"):
-            await channel.exchange_delete(env[exchange])
-
-
 async def run(args: argparse.Namespace) -> dict[str, object]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -270,11 +257,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--embedded", action="store_true")
-    parser.add_argument("--json", help="also write the figures to this file, as JSON")
-    args = parser.parse_args()
-    result = asyncio.run(run(args))
-    if args.json:
-        Path(args.json).write_bytes(orjson.dumps(result))
+    run_benchmark(parser, run)
 
 
 if __name__ == "__main__":

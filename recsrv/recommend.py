@@ -197,9 +197,11 @@ def recommend(
     ranked = _best(model, found.summed(), k, rule)
     # Short of k (a new item, a quiet corner of the shop): what is popular in the
     # category the shopper is in comes before what is popular anywhere.
-    focus = _focus_category(model, slot, context)
-    if len(ranked) < k and rule.category is None and focus != NO_CATEGORY:
-        ranked = _fill_with_popular(model, ranked, k, _Filter(rule.blocked, focus), SAME_CATEGORY)
+    if len(ranked) < k and rule.category is None:
+        focus = _focus_category(model, slot, context)
+        if focus != NO_CATEGORY:
+            same = _Filter(rule.blocked, focus)
+            ranked = _fill_with_popular(model, ranked, k, same, SAME_CATEGORY)
     ranked = _fill_with_popular(model, ranked, k, rule, POPULAR)
     if len(ranked) < k and seen:
         # The design promises k items whenever the shop has that many eligible ones,

@@ -67,7 +67,7 @@ def evaluate(
             seen = so_far.setdefault(event.session_id, [])
             if seen and item not in seen:
                 exclude = frozenset(seen)
-                _predict(model, baselines, event.session_id, item, exclude, tallies, ranks)
+                _predict(model, baselines, event.session_id, item, exclude, k, tallies, ranks)
             elif seen:
                 outcome.skipped += 1
             if item not in seen:
@@ -90,10 +90,10 @@ def _predict(
     session_id: str,
     target: str,
     exclude: frozenset[str],
+    k: int,
     tallies: dict[str, Tally],
     ranks: dict[str, int],
 ) -> None:
-    k = next(iter(tallies.values())).k
     start = time.perf_counter()
     listed = recommend(model, session_id=session_id, k=k, exclude=exclude)
     items = [scored.item_id for scored in listed.items]
