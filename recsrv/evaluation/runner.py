@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from recsrv.config import ModelConfig, SessionsConfig
-from recsrv.evaluation.baselines import Baseline, make_baselines
+from recsrv.evaluation.baselines import Baseline, Step, make_baselines
 from recsrv.evaluation.dataset import Dataset, sequence_item
 from recsrv.evaluation.metrics import Tally, popularity_ranks
 from recsrv.events import Interaction
@@ -67,15 +67,16 @@ def evaluate(
             seen = so_far.setdefault(event.session_id, [])
             if seen and item not in seen:
                 exclude = frozenset(seen)
-                _predict(model, baselines, event.session_id, item, exclude, k, tallies, ranks)
+                _predict(model, baselines, event, item, exclude, k, tallies, ranks)
             elif seen:
                 outcome.skipped += 1
             if item not in seen:
                 seen.append(item)
         model.apply(event)
         if item is not None and type(event) is Interaction:
+            step = Step(event.session_id, event.user_id, item, event.type, event.ts)
             for baseline in baselines:
-                baseline.observe(event.session_id, item)
+                baseline.observe(step)
         if progress is not None and position % 10_000 == 0:
             progress(position)
     outcome.events = len(data.events)
@@ -87,7 +88,7 @@ def evaluate(
 def _predict(
     model: Model,
     baselines: list[Baseline],
-    session_id: str,
+    event: Interaction,
     target: str,
     exclude: frozenset[str],
     k: int,
@@ -95,10 +96,10 @@ def _predict(
     ranks: dict[str, int],
 ) -> None:
     start = time.perf_counter()
-    listed = recommend(model, session_id=session_id, k=k, exclude=exclude)
+    listed = recommend(model, session_id=event.session_id, k=k, exclude=exclude)
     items = [scored.item_id for scored in listed.items]
     tallies[RECSRV].record(target, items, time.perf_counter() - start, ranks)
     for baseline in baselines:
         start = time.perf_counter()
-        items = baseline.recommend(session_id, k, exclude)
+        items = baseline.recommend(event.session_id, event.user_id, k, exclude, event.ts)
         tallies[baseline.name].record(target, items, time.perf_counter() - start, ranks)

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from recsrv.config import ModelConfig, SessionsConfig
-from recsrv.evaluation.baselines import ItemKnn, Pop, SequentialRules, SessionKnn
+from recsrv.evaluation.baselines import ItemKnn, Pop, SequentialRules, SessionKnn, Step
 from recsrv.evaluation.dataset import SplitError, parse_lines, select_test_sessions
 from recsrv.evaluation.metrics import Tally, popularity_ranks
 from recsrv.evaluation.runner import evaluate
@@ -107,16 +107,18 @@ def test_last_session_split_needs_user_ids() -> None:
 
 
 def feed(baseline: Any, sessions: dict[str, str]) -> None:
+    t = 0.0
     for session, items in sessions.items():
         for item in items:
-            baseline.observe(session, item)
+            t += 1.0
+            baseline.observe(Step(session, None, item, "view", t))
 
 
 def test_pop_ranks_by_count_and_excludes() -> None:
     pop = Pop()
     feed(pop, {"s1": "abb", "s2": "bccc", "s3": "c"})
-    assert pop.recommend("new", 3, set()) == ["c", "b", "a"]
-    assert pop.recommend("new", 3, {"c"}) == ["b", "a"]
+    assert pop.recommend("new", None, 3, set(), 0.0) == ["c", "b", "a"]
+    assert pop.recommend("new", None, 3, {"c"}, 0.0) == ["b", "a"]
     assert pop.fill(["a"], 3, set()) == ["a", "c", "b"]
 
 
@@ -125,7 +127,7 @@ def test_item_knn_uses_cosine_of_the_last_item() -> None:
     # a is in 2 sessions, b in 2 (both with a), c in 4 (one with a).
     feed(knn, {"s1": "ab", "s2": "abc", "s3": "c", "s4": "c", "now": "xa"})
     # a's sessions: s1, s2, now → 3. cos(a,b) = 2/sqrt(3*2); cos(a,c) = 1/sqrt(3*3).
-    assert knn.recommend("now", 2, {"x", "a"}) == ["b", "c"]
+    assert knn.recommend("now", None, 2, {"x", "a"}, 0.0) == ["b", "c"]
 
 
 def test_sequential_rules_weigh_by_distance() -> None:
@@ -133,14 +135,14 @@ def test_sequential_rules_weigh_by_distance() -> None:
     feed(sr, {"s1": "abc", "s2": "ac", "s3": "ab", "now": "a"})
     # a→b: 1 (s1) + 1 (s3) = 2; a→c: 1/2 (s1) + 1 (s2) = 1.5; the third is POP's.
     assert sr.rules["a"] == {"b": 2.0, "c": 1.5}
-    assert sr.recommend("now", 2, {"a"}) == ["b", "c"]
+    assert sr.recommend("now", None, 2, {"a"}, 0.0) == ["b", "c"]
 
 
 def test_session_knn_scores_items_of_similar_sessions() -> None:
     sknn = SessionKnn(Pop(), neighbors=2)
     feed(sknn, {"s1": "abz", "s2": "aby", "s3": "cw", "now": "ab"})
     # s1 and s2 share {a, b} with now; s3 shares nothing. z and y tie, by id.
-    assert sknn.recommend("now", 2, {"a", "b"}) == ["y", "z"]
+    assert sknn.recommend("now", None, 2, {"a", "b"}, 0.0) == ["y", "z"]
 
 
 # -- the replay ------------------------------------------------------------------------

@@ -22,26 +22,13 @@ import heapq
 import math
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Set
-from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-
-class Baseline(Protocol):
-    name: str
-
-    def observe(self, session_id: str, item_id: str) -> None:
-        """The session moved to `item_id` (a view, click, cart or purchase)."""
-
-    def recommend(self, session_id: str, k: int, exclude: Set[str]) -> list[str]:
-        """The top k next items for the session, best first, none of `exclude`."""
+from recsrv.evaluation.baselines.base import Baseline, Step, best
 
 
-def _best(scores: Mapping[str, float], k: int, exclude: Set[str]) -> list[str]:
-    """The k highest-scored items not excluded (ties by id, for reproducible runs)."""
-    candidates = ((score, item) for item, score in scores.items() if item not in exclude)
-    return [item for _, item in heapq.nsmallest(k, ((-s, i) for s, i in candidates))]
 
 
 class Pop:
@@ -54,7 +41,8 @@ class Pop:
         self.ids: list[str] = []
         self.counts: npt.NDArray[np.float64] = np.zeros(1024)
 
-    def observe(self, session_id: str, item_id: str) -> None:
+    def observe(self, step: Step) -> None:
+        session_id, item_id = step.session_id, step.item_id
         idx = self.index.get(item_id)
         if idx is None:
             idx = self.index[item_id] = len(self.ids)
@@ -63,7 +51,9 @@ class Pop:
                 self.counts = np.concatenate((self.counts, np.zeros(len(self.counts))))
         self.counts[idx] += 1.0
 
-    def recommend(self, session_id: str, k: int, exclude: Set[str]) -> list[str]:
+    def recommend(
+        self, session_id: str, user_id: str | None, k: int, exclude: Set[str], now: float
+    ) -> list[str]:
         n = len(self.ids)
         if n == 0 or k <= 0:
             return []
@@ -83,7 +73,7 @@ class Pop:
         if len(items) >= k:
             return items
         listed = set(items)
-        more = self.recommend("", k + len(listed), exclude | listed)
+        more = self.recommend("", None, k + len(listed), exclude | listed, 0.0)
         return items + more[: k - len(items)]
 
 
@@ -110,7 +100,8 @@ class ItemKnn:
         self.co_counts: dict[str, Counter[str]] = defaultdict(Counter)
         self.session_counts: Counter[str] = Counter()
 
-    def observe(self, session_id: str, item_id: str) -> None:
+    def observe(self, step: Step) -> None:
+        session_id, item_id = step.session_id, step.item_id
         self.sessions.sequences[session_id].append(item_id)
         items = self.sessions.item_sets[session_id]
         if item_id in items:
@@ -121,14 +112,16 @@ class ItemKnn:
         self.session_counts[item_id] += 1
         items.add(item_id)
 
-    def recommend(self, session_id: str, k: int, exclude: Set[str]) -> list[str]:
+    def recommend(
+        self, session_id: str, user_id: str | None, k: int, exclude: Set[str], now: float
+    ) -> list[str]:
         last = self.sessions.last(session_id)
         scores: dict[str, float] = {}
         if last is not None:
             norm = self.session_counts[last]
             for other, count in self.co_counts[last].items():
                 scores[other] = count / math.sqrt(norm * self.session_counts[other])
-        return self.pop.fill(_best(scores, k, exclude), k, exclude)
+        return self.pop.fill(best(scores, k, exclude), k, exclude)
 
 
 class SequentialRules:
@@ -142,7 +135,8 @@ class SequentialRules:
         self.sessions = _Sessions()
         self.rules: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
 
-    def observe(self, session_id: str, item_id: str) -> None:
+    def observe(self, step: Step) -> None:
+        session_id, item_id = step.session_id, step.item_id
         sequence = self.sessions.sequences[session_id]
         for distance in range(1, min(self.steps, len(sequence)) + 1):
             earlier = sequence[-distance]
@@ -150,10 +144,12 @@ class SequentialRules:
                 self.rules[earlier][item_id] += 1.0 / distance
         sequence.append(item_id)
 
-    def recommend(self, session_id: str, k: int, exclude: Set[str]) -> list[str]:
+    def recommend(
+        self, session_id: str, user_id: str | None, k: int, exclude: Set[str], now: float
+    ) -> list[str]:
         last = self.sessions.last(session_id)
         scores: Mapping[str, float] = self.rules[last] if last is not None else {}
-        return self.pop.fill(_best(scores, k, exclude), k, exclude)
+        return self.pop.fill(best(scores, k, exclude), k, exclude)
 
 
 class SessionKnn:
@@ -171,7 +167,8 @@ class SessionKnn:
         # item → indices of the sessions holding it, oldest first.
         self.item_sessions: dict[str, list[int]] = defaultdict(list)
 
-    def observe(self, session_id: str, item_id: str) -> None:
+    def observe(self, step: Step) -> None:
+        session_id, item_id = step.session_id, step.item_id
         idx = self.session_index.get(session_id)
         if idx is None:
             idx = self.session_index[session_id] = len(self.item_sets)
@@ -181,7 +178,9 @@ class SessionKnn:
             items.add(item_id)
             self.item_sessions[item_id].append(idx)
 
-    def recommend(self, session_id: str, k: int, exclude: Set[str]) -> list[str]:
+    def recommend(
+        self, session_id: str, user_id: str | None, k: int, exclude: Set[str], now: float
+    ) -> list[str]:
         idx = self.session_index.get(session_id, -1)
         current = self.item_sets[idx] if idx >= 0 else set()
         overlap: Counter[int] = Counter()
@@ -199,10 +198,4 @@ class SessionKnn:
         for other in nearest:
             for item in self.item_sets[other]:
                 scores[item] += similarity[other]
-        return self.pop.fill(_best(scores, k, exclude), k, exclude)
-
-
-def make_baselines() -> list[Baseline]:
-    """POP, item-kNN, SR and SKNN; POP also tops up the others' short lists."""
-    pop = Pop()
-    return [pop, ItemKnn(pop), SequentialRules(pop), SessionKnn(pop)]
+        return self.pop.fill(best(scores, k, exclude), k, exclude)
