@@ -26,9 +26,7 @@ from collections.abc import Mapping, Set
 import numpy as np
 import numpy.typing as npt
 
-from recsrv.evaluation.baselines.base import Baseline, Step, best
-
-
+from recsrv.evaluation.baselines.base import Step, best
 
 
 class Pop:
@@ -42,7 +40,7 @@ class Pop:
         self.counts: npt.NDArray[np.float64] = np.zeros(1024)
 
     def observe(self, step: Step) -> None:
-        session_id, item_id = step.session_id, step.item_id
+        _session_id, item_id = step.session_id, step.item_id
         idx = self.index.get(item_id)
         if idx is None:
             idx = self.index[item_id] = len(self.ids)
