@@ -1,11 +1,15 @@
 """Reference next-item algorithms, to measure recsrv against in the same run.
 
 One module per algorithm, all with the `Baseline` shape of `base`; none imports
-anything from recsrv's own scoring, so the comparison is with independent code.
+anything from recsrv outside this package, so the comparison is with independent code.
+`sessions` keeps each session's items in ts order for all of them.
 """
 
 from recsrv.evaluation.baselines.base import Baseline, Step
-from recsrv.evaluation.baselines.legacy import ItemKnn, Pop, SequentialRules, SessionKnn
+from recsrv.evaluation.baselines.itemknn import ItemKnn
+from recsrv.evaluation.baselines.pop import Pop
+from recsrv.evaluation.baselines.sknn import SessionKnn
+from recsrv.evaluation.baselines.sr import SequentialRules
 
 
 def make_baselines() -> list[Baseline]:
