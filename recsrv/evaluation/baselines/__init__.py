@@ -10,12 +10,38 @@ from recsrv.evaluation.baselines.itemknn import ItemKnn
 from recsrv.evaluation.baselines.pop import Pop
 from recsrv.evaluation.baselines.sknn import SessionKnn
 from recsrv.evaluation.baselines.sr import SequentialRules
+from recsrv.evaluation.baselines.stan import Stan
+from recsrv.evaluation.baselines.topfreq import TopFreq
+from recsrv.evaluation.baselines.vsknn import VSessionKnn
+from recsrv.evaluation.baselines.vstan import Vstan
 
 
 def make_baselines() -> list[Baseline]:
-    """POP, item-kNN, SR and SKNN; POP also tops up the others' short lists."""
+    """POP, item-kNN, SR, SKNN, V-SKNN, STAN, VSTAN and GP-TopFreq, in the order of the
+    report; POP also tops up the others' short lists."""
     pop = Pop()
-    return [pop, ItemKnn(pop), SequentialRules(pop), SessionKnn(pop)]
+    return [
+        pop,
+        ItemKnn(pop),
+        SequentialRules(pop),
+        SessionKnn(pop),
+        VSessionKnn(pop),
+        Stan(pop),
+        Vstan(pop),
+        TopFreq(pop),
+    ]
 
 
-__all__ = ["Baseline", "ItemKnn", "Pop", "SequentialRules", "SessionKnn", "Step", "make_baselines"]
+__all__ = [
+    "Baseline",
+    "ItemKnn",
+    "Pop",
+    "SequentialRules",
+    "SessionKnn",
+    "Stan",
+    "Step",
+    "TopFreq",
+    "VSessionKnn",
+    "Vstan",
+    "make_baselines",
+]
