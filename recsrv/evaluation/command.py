@@ -3,8 +3,14 @@
     recsrv evaluate events.jsonl                       # each user's last session is the test
     recsrv evaluate events.jsonl --split time:0.8      # sessions after the 0.8 quantile
     recsrv evaluate events.jsonl --json --plot out.png
+    recsrv evaluate events.jsonl --order time --baselines sr,sknn
 
-The model is configured as the server would be (`--config`, RECSRV_MODEL__* …).
+The model is configured as the server would be (`--config`, RECSRV_MODEL__* …). Events
+are replayed in the file's order, as `recsrv replay` would publish them, or with
+`--order time` sorted by ts; either way each test session is predicted in its own ts
+order (recsrv/evaluation/runner.py). The report counts the events that came after a
+newer one, and those later than sessions.ttl_s + sessions.allowed_lateness_s behind
+it, and shows the blend's learnt weights and its own live HR/MRR.
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ import orjson
 from recsrv.config import Config
 from recsrv.errors import RecsrvError
 from recsrv.evaluation.dataset import LAST_SESSION_PER_USER, read_events, select_test_sessions
-from recsrv.evaluation.runner import Outcome, evaluate
+from recsrv.evaluation.runner import FILE_ORDER, ORDERS, Outcome, evaluate
 
 MAX_INVALID_SHOWN = 20
 MAX_K = 100
+BLEND_K = 20  # the length of the lists Model.blend_report measures
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +42,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", "--k", type=int, default=20, help="list length K (default 20)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="draw HR@k and MRR@k")
+    parser.add_argument(
+        "--order",
+        choices=ORDERS,
+        default=FILE_ORDER,
+        help="replay in the file's order, as recsrv replay publishes it (default), or sorted by ts",
+    )
+    parser.add_argument(
+        "--baselines",
+        metavar="A,B,…",
+        type=_names,
+        help="run only these baselines (default all; pop always runs, the others top up "
+        "their lists with it)",
+    )
 
 
 def main(args: argparse.Namespace, config: Config) -> int:
@@ -48,7 +68,15 @@ def main(args: argparse.Namespace, config: Config) -> int:
     if len(data.invalid) > MAX_INVALID_SHOWN:
         print(f"… {len(data.invalid)} invalid lines in all, left out", file=sys.stderr)
     test = select_test_sessions(data, args.split)
-    outcome = evaluate(data, test, args.k, config.model, config.sessions)
+    outcome = evaluate(
+        data,
+        test,
+        args.k,
+        config.model,
+        config.sessions,
+        order=args.order,
+        baselines=args.baselines,
+    )
     if outcome.n == 0:
         raise RecsrvError("the test sessions gave nothing to predict (no second distinct item)")
     if args.json:
@@ -62,37 +90,68 @@ def main(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one baseline, e.g. sr,sknn")
+    return names
+
+
 def _json(outcome: Outcome, split: str) -> dict[str, Any]:
     return {
         "k": outcome.k,
         "n": outcome.n,
         "split": split,
+        "order": outcome.order,
         "test_sessions": outcome.test_sessions,
         "skipped": outcome.skipped,
         "events": outcome.events,
+        "out_of_order": outcome.out_of_order,
+        "beyond_lateness": outcome.beyond_lateness,
         "catalog_size": outcome.catalog_size,
         "seconds": round(outcome.seconds, 2),
         "results": outcome.results,
+        "blend": outcome.blend,
     }
 
 
 def _table(outcome: Outcome, path: Path, split: str) -> str:
     k = outcome.k
     lines = [
-        f"{path}: {outcome.events:,} events, split {split}, "
+        f"{path}: {outcome.events:,} events in {outcome.order} order, split {split}, "
         f"{outcome.test_sessions:,} test sessions",
+        f"{outcome.out_of_order:,} events out of ts order ({outcome.beyond_lateness:,} later "
+        "than sessions.ttl_s + sessions.allowed_lateness_s behind the newest)",
         f"{outcome.n:,} predictions ({outcome.skipped:,} skipped: next item already in the "
         f"session), {outcome.catalog_size:,} items, {outcome.seconds:.1f} s",
         "",
         f"{'':10}{'HR@' + str(k):>9}{'MRR@' + str(k):>9}{'coverage':>10}"
-        f"{'pop. rank':>11}{'ms/list':>9}",
+        f"{'pop. rank':>11}{'ms/list':>9}{'seconds':>9}",
     ]
     for name, result in outcome.results.items():
         lines.append(
             f"{name:10}{result['hr']:>9.3f}{result['mrr']:>9.3f}{result['coverage']:>10.3f}"
             f"{result['popularity_rank']:>11,.0f}{result['ms_per_list']:>9.2f}"
+            f"{result['seconds']:>9.2f}"
         )
+    blend = blend_line(outcome.blend)
+    if blend:
+        lines += ["", blend]
     return "\n".join(lines)
+
+
+def blend_line(report: dict[str, Any]) -> str:
+    """The blend's weights, largest first, and its live HR/MRR; "" without weights."""
+    weights: dict[str, float] = report.get("weights") or {}
+    if not weights:
+        return ""
+    ordered = sorted(weights.items(), key=lambda pair: (-pair[1], pair[0]))
+    return (
+        "blend weights: "
+        + ", ".join(f"{component} {weight:.2f}" for component, weight in ordered)
+        + f" (prequential HR@{BLEND_K} {report['hr']:.3f}, MRR@{BLEND_K} {report['mrr']:.3f}"
+        f" over {report['predictions']:,} predictions)"
+    )
 
 
 def _check_plotting() -> None:

@@ -3,6 +3,10 @@
 Pure code apart from `read_events`, which only reads the file. Events are validated
 by the same parser the server uses; a line that fails is reported with its number
 and left out.
+
+`Dataset.events` holds the events in the file's order (which may be far from `ts`
+order: files are often grouped by session or by user); runner.py decides the order
+of the replay.
 """
 
 from __future__ import annotations
@@ -56,8 +60,9 @@ def sequence_item(event: Event) -> str | None:
 
 
 def parse_lines(lines: Iterable[bytes]) -> Dataset:
-    """Events of JSONL lines (blank ones skipped). An event without `ts` takes the time
-    of the event before it, so the file's order stays the order of time."""
+    """Events of JSONL lines (blank ones skipped), in the file's order, which the replay
+    keeps by default: nothing here sorts. An event without `ts` takes the time of the
+    event before it, so it stays next to that event when the replay sorts by time."""
     data = Dataset()
     last_ts = 0.0
     for number, line in enumerate(lines, start=1):

@@ -1,12 +1,15 @@
-"""Next-item metrics over ranked lists: HR@k, MRR@k, coverage and popularity rank.
+"""Next-item metrics over ranked lists: HR@k, MRR@k, coverage and popularity rank; and
+how far a stream of events is from `ts` order.
 
 Pure code. One `Tally` per algorithm records, for every prediction, the rank of the
 true next item in the list (0 when it is not in the top K), which gives HR@k and
-MRR@k for every k <= K at once.
+MRR@k for every k <= K at once. `Disorder` counts the events that come after a newer
+one, as `recsrv evaluate` replays them and as `recsrv replay` would publish them.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -19,7 +22,8 @@ class Tally:
     recommended: set[str] = field(default_factory=set)
     popularity_rank_sum: float = 0.0
     listed: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # spent making the lists
+    learning_seconds: float = 0.0  # spent learning the replayed events
 
     def record(
         self,
@@ -70,6 +74,10 @@ class Tally:
     def ms_per_list(self) -> float:
         return 1000.0 * self.seconds / self.n if self.n else 0.0
 
+    def wall_seconds(self) -> float:
+        """All the time the algorithm took in the run: learning and listing."""
+        return self.seconds + self.learning_seconds
+
     def summary(self, catalog_size: int) -> dict[str, object]:
         return {
             "hr": self.hit_rate(),
@@ -77,6 +85,7 @@ class Tally:
             "coverage": self.coverage(catalog_size),
             "popularity_rank": self.mean_popularity_rank(),
             "ms_per_list": self.ms_per_list(),
+            "seconds": self.wall_seconds(),
             "hr_at": [self.hit_rate(k) for k in range(1, self.k + 1)],
             "mrr_at": [self.mrr(k) for k in range(1, self.k + 1)],
         }
@@ -86,3 +95,30 @@ def popularity_ranks(counts: Mapping[str, int]) -> dict[str, int]:
     """Rank of each item by its count, 1 for the most frequent (ties by id, for stability)."""
     ordered = sorted(counts, key=lambda item: (-counts[item], item))
     return {item: rank for rank, item in enumerate(ordered, start=1)}
+
+
+@dataclass
+class Disorder:
+    """Events counted in the order they come: those older than the newest before them
+    (`out_of_order`), and among those the ones more than `bound` seconds older
+    (`beyond_lateness`; the bound is sessions.ttl_s + sessions.allowed_lateness_s, past
+    which the server no longer holds the event's session)."""
+
+    bound: float
+    events: int = 0
+    out_of_order: int = 0
+    beyond_lateness: int = 0
+    newest: float = -math.inf
+
+    def see(self, ts: float | None) -> None:
+        """One event; `ts` None for one without a time (the server stamps it on arrival,
+        so it is never late)."""
+        self.events += 1
+        if ts is None:
+            return
+        if ts >= self.newest:
+            self.newest = ts
+            return
+        self.out_of_order += 1
+        if ts < self.newest - self.bound:
+            self.beyond_lateness += 1
