@@ -16,6 +16,11 @@ order is `days_since_prior_order` days after the previous one; the order's hour 
 last line. Event ids are `<order>-<line>` and `<order>-purchase`, so loading the file
 twice changes nothing.
 
+Orders: `time` (the default) sorts every event by time; `grouped` writes user after
+user, in the file's order of users, each user's orders by `order_number`, as the
+sample itself is laid out (so for this file `grouped` is also its original order).
+`--anonymous` drops every `user_id`, leaving only the sessions.
+
     python scripts/instacart_events.py > instacart.jsonl
 """
 
@@ -55,8 +60,16 @@ def read_orders(rows: Iterator[dict[str, str]]) -> dict[str, list[dict[str, str]
     return orders
 
 
-def order_events(orders: dict[str, list[dict[str, str]]]) -> list[dict[str, Any]]:
-    """Every order's events, sorted by time (then by order id and line, for ties)."""
+ORDERS = ("time", "grouped")
+
+
+def order_events(
+    orders: dict[str, list[dict[str, str]]], order: str = "time", anonymous: bool = False
+) -> list[dict[str, Any]]:
+    """Every order's events, sorted by time (ties keep an order's lines in order), or
+    grouped by user (see the module doc); without user ids if `anonymous`."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, not {order!r}")
     by_user: dict[str, list[list[dict[str, str]]]] = {}
     for lines in orders.values():
         by_user.setdefault(lines[0]["user_id"], []).append(lines)
@@ -70,7 +83,11 @@ def order_events(orders: dict[str, list[dict[str, str]]]) -> list[dict[str, Any]
                 day += float(first["days_since_prior_order"])
             start = BASE_TS + day * 86400 + int(first["order_hour_of_day"]) * 3600
             events.extend(_session(user_id, first["order_id"], lines, start))
-    events.sort(key=lambda event: event["ts"])  # stable: an order's lines keep their order
+    if order == "time":
+        events.sort(key=lambda event: event["ts"])  # stable: an order's lines keep their order
+    if anonymous:
+        for event in events:
+            del event["user_id"]
     return events
 
 
@@ -113,11 +130,14 @@ def write_jsonl(events: list[dict[str, Any]], out: TextIO) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--csv", type=Path, help="read this CSV instead of the package's sample")
+    parser.add_argument("--order", choices=ORDERS, default="time", help="default: time")
+    parser.add_argument("--anonymous", action="store_true", help="drop every user_id")
     parser.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     args = parser.parse_args(argv)
     path = args.csv or sample_path()
     with path.open(newline="") as source:
-        events = order_events(read_orders(csv.DictReader(source)))
+        orders = read_orders(csv.DictReader(source))
+    events = order_events(orders, args.order, args.anonymous)
     if args.output is None:
         write_jsonl(events, sys.stdout)
     else:
