@@ -15,6 +15,14 @@ flight at once on one channel, so the stream still holds them in publish order.
 --rate limits the events per second (batches then shrink to a tenth of a second's
 worth, so progress stays smooth).
 
+Order: events are published in the file's order, whatever their `ts`; files are
+often grouped by session or by user, and the server learns events that come after a
+newer one. Before publishing, a first pass over the lines to publish counts the events
+whose ts is below the newest before them, and those more than sessions.ttl_s +
+sessions.allowed_lateness_s below it (their session may be gone from the server), and
+warns with both counts when there are any (JSONL lines are validated in that pass,
+not encoded, so it costs about half a publishing parse).
+
 Resume: after confirmed batches (at most ten times a second, and always when
 stopping) the last line whose message is confirmed, and every line before it, is
 saved in a state file (FILE.replay-state, or --state) with the byte offset after it.
@@ -64,7 +72,9 @@ import orjson
 
 from recsrv import history
 from recsrv.config import Config, redact_url
-from recsrv.errors import BrokerError, RecsrvError
+from recsrv.errors import BrokerError, EventError, RecsrvError
+from recsrv.evaluation.metrics import Disorder
+from recsrv.events import parse_element
 
 if TYPE_CHECKING:
     from recsrv.broker.amqp import AmqpEventLog
@@ -283,14 +293,36 @@ class InputFile:
             last = chunk[-1:]
         return count + (last != b"\n")
 
-    def batches(self, after: Position) -> Iterator[history.Batch]:
+    def lines(self, after: Position) -> Iterator[history.Line]:
         self.handle.seek(after.offset)
-        lines = history.split_lines(
+        return history.split_lines(
             self.handle,
             number=after.line + 1,
             offset=after.offset,
             quoted=self.options.format == history.CSV,
         )
+
+    def times(self, after: Position) -> Iterator[float | None]:
+        """The ts of each valid event after `after`, None for one without (the server
+        stamps it), as the events to publish would carry it."""
+        if self.options.mapping is not None:
+            for line in self.lines(after):
+                parsed = self.parse(line)
+                if isinstance(parsed, history.Valid):
+                    yield parsed.event.get("ts")
+            return
+        for line in self.lines(after):  # JSONL: validated as history.parse_jsonl does
+            if not line.text.strip():
+                continue
+            try:
+                obj = orjson.loads(line.text)
+                event = parse_element(obj, default_ts=0.0)
+            except (orjson.JSONDecodeError, EventError):
+                continue
+            yield None if obj.get("ts") is None else event.ts
+
+    def batches(self, after: Position) -> Iterator[history.Batch]:
+        lines = self.lines(after)
         max_events = self.options.batch
         return history.batches(
             lines, self.parse, max_events=max_events, max_bytes=MAX_MESSAGE_BYTES
@@ -477,6 +509,18 @@ class Reporter:
 # ----------------------------------------------------------------------- the run
 
 
+def order_warning(disorder: Disorder) -> str | None:
+    """The warning for events out of ts order, with their counts; None when there are none."""
+    if not disorder.out_of_order:
+        return None
+    return (
+        f"replay: warning: {disorder.out_of_order:,} of {disorder.events:,} events are out "
+        f"of ts order ({disorder.beyond_lateness:,} later than sessions.ttl_s + "
+        "sessions.allowed_lateness_s behind the newest); the server learns them, "
+        'see README "Late and out-of-order events"'
+    )
+
+
 class Replay:
     def __init__(self, options: Options, config: Config, source: InputFile) -> None:
         self.options = options
@@ -502,6 +546,9 @@ class Replay:
         if remaining == 0:
             reporter.close("nothing new to publish", start)
             return 0
+        warning = order_warning(self._disorder(start))
+        if warning is not None:
+            reporter.say(warning)
         broker = self.config.broker
         reporter.say(
             f"replay: publishing {remaining} lines of {self.options.path} to exchange "
@@ -526,6 +573,13 @@ class Replay:
         return (
             EXIT_INVALID if reporter.invalid and (self.options.strict or everything_invalid) else 0
         )
+
+    def _disorder(self, start: Position) -> Disorder:
+        sessions = self.config.sessions
+        disorder = Disorder(sessions.ttl_s + sessions.allowed_lateness_s)
+        for ts in self.source.times(start):
+            disorder.see(ts)
+        return disorder
 
     def _say_how_to_resume(self, reporter: Reporter, position: Position) -> None:
         reporter.say(

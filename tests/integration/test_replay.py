@@ -65,19 +65,19 @@ def command(*args: str | Path) -> list[str]:
 
 
 async def start_replay(
-    tmp_path: Path, config: BrokerConfig, *args: str | Path
+    tmp_path: Path, config: BrokerConfig, *args: str | Path, **env: str
 ) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         *command(*args),
         cwd=tmp_path,
-        env=env_for(config),
+        env={**env_for(config), **env},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
 
 
-async def replay(tmp_path: Path, config: BrokerConfig, *args: str | Path) -> Run:
-    process = await start_replay(tmp_path, config, *args)
+async def replay(tmp_path: Path, config: BrokerConfig, *args: str | Path, **env: str) -> Run:
+    process = await start_replay(tmp_path, config, *args, **env)
     _, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
     return Run(process.returncode, stderr.decode())
@@ -210,6 +210,7 @@ async def test_publishes_valid_lines_in_order_and_reports_invalid_ones_by_line(
     assert "line 120: type: unknown event type 'teleport'" in run.stderr
     assert "line 3: not valid JSON" in run.stderr
     assert PROGRESS.search(run.stderr), run.stderr
+    assert "out of ts order" not in run.stderr  # in order, and line 8 has no ts
     assert (
         run.stderr.rstrip()
         .splitlines()[-1]
@@ -230,6 +231,54 @@ async def test_publishes_valid_lines_in_order_and_reports_invalid_ones_by_line(
     assert ids[index[7]] == "shop-7"
     assert [i for i in ids if not i.startswith("replay-")] == ["shop-7"]
     assert "ts" not in events[index[8]]  # the server stamps it
+
+
+async def test_a_file_out_of_ts_order_is_published_as_it_is_with_a_warning(
+    tmp_path: Path, amqp_config: BrokerConfig
+) -> None:
+    # Exported by session: s0's five views, then s1's, … while their times interleave
+    # (s<n> at TS + n, + 1000, + 2000, …). s1 to s3 each bring three events below the
+    # newest (s0's TS + 4000 and so on), two of them more than 1,500 s below it.
+    sources = [
+        {"type": "view", "session_id": f"s{n}", "item_id": f"i{step}", "ts": TS + n + 1000 * step}
+        for n in range(4)
+        for step in range(5)
+    ]
+    sources.append({"type": "view", "session_id": "s9", "item_id": "i0"})  # stamped on arrival
+    lines = [orjson.dumps(source) for source in sources]
+    lines.insert(7, b'{"type": "view", "ts": 1}')  # invalid: never counted
+    (tmp_path / "events.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    bound = {"RECSRV_SESSIONS__TTL_S": "1000", "RECSRV_SESSIONS__ALLOWED_LATENESS_S": "500"}
+
+    run = await replay(tmp_path, amqp_config, "events.jsonl", **bound)
+
+    assert run.returncode == 0, run.stderr
+    warnings = [line for line in run.stderr.splitlines() if "warning" in line]
+    assert warnings == [
+        "replay: warning: 12 of 21 events are out of ts order (9 later than sessions.ttl_s + "
+        "sessions.allowed_lateness_s behind the newest); the server learns them, see README "
+        '"Late and out-of-order events"'
+    ]
+    before = run.stderr.index("replay: warning:")
+    assert before < run.stderr.index("replay: publishing 22 lines")
+    assert run.published() == 21
+    events = flat(await read_stream(amqp_config, 21))
+    assert [event.get("ts") for event in events] == [source.get("ts") for source in sources]
+
+    # CSV rows are counted through the column mapping (ts as ISO 8601 here).
+    (tmp_path / "orders.csv").write_text(
+        "order,sku,when\n"
+        "o1,p1,2024-05-01T10:00:00Z\n"
+        "o2,p2,2024-05-01T09:59:00Z\n"
+        "o2,p3,2024-05-01T09:00:00Z\n"
+        "o3,p4,2024-05-01T11:00:00Z\n"
+    )
+    mapping = ("--column", "session_id=order", "--column", "item_id=sku", "--column", "ts=when")
+    csv = await replay(
+        tmp_path, amqp_config, "orders.csv", *mapping, "--default", "type=view", **bound
+    )
+    assert csv.returncode == 0, csv.stderr
+    assert "replay: warning: 2 of 4 events are out of ts order (1 later than" in csv.stderr
 
 
 @pytest.mark.timeout(120)
@@ -323,6 +372,7 @@ async def test_csv_columns_are_mapped_and_bad_rows_reported(
     run = await replay(tmp_path, amqp_config, "orders.csv", *mapping)
     assert run.returncode == 0, run.stderr
     assert run.invalid_lines() == [4]
+    assert "out of ts order" not in run.stderr
     assert "line 4: ts: must be epoch seconds or an ISO 8601 date-time" in run.stderr
     events = flat(await read_stream(amqp_config, 3))
     assert [{k: v for k, v in e.items() if k != "event_id"} for e in events] == [
