@@ -144,6 +144,23 @@ class ModelConfig:
     exclude_seen_items: bool = True
     # Event ids remembered for de-duplication.
     dedup_window: int = 100_000
+    # Sequential rules: an item is paired with what follows it within this many
+    # distinct steps of a session, weighted 1/distance.
+    sr_steps: int = 10
+    # Neighbour sessions: how many recent sessions are indexed, how many per item are
+    # remembered, how many of the most recent candidates are compared, how many of
+    # the most similar lend their items, how fast a neighbour's weight falls with its
+    # distance in time (e-folding, seconds), and the weight of rare items (IDF).
+    index_sessions: int = 100_000
+    knn_per_item: int = 100
+    knn_sample: int = 500
+    knn_neighbors: int = 100
+    knn_recency_s: float = 14 * 86400.0
+    knn_idf_weight: float = 1.0
+    # The blend: learning rate of its weights, and every how many eligible events one
+    # is measured and learnt from (the prequential sample; 1 measures every event).
+    blend_learning_rate: float = 0.1
+    blend_every: int = 4
 
     def validate(self) -> None:
         for name in ("weight_view", "weight_click", "weight_add_to_cart", "weight_purchase"):
@@ -160,6 +177,15 @@ class ModelConfig:
             _check_range(f"model.{name}", getattr(self, name), 0, 1e6)
         _check_range("model.user_neighbor_items", self.user_neighbor_items, 0, 100_000)
         _check_range("model.dedup_window", self.dedup_window, 0, 100_000_000)
+        _check_range("model.sr_steps", self.sr_steps, 1, 100)
+        _check_range("model.index_sessions", self.index_sessions, 1, 100_000_000)
+        _check_range("model.knn_per_item", self.knn_per_item, 1, 10_000)
+        _check_range("model.knn_sample", self.knn_sample, 1, 100_000)
+        _check_range("model.knn_neighbors", self.knn_neighbors, 1, 100_000)
+        _check_range("model.knn_recency_s", self.knn_recency_s, 1, 1e10)
+        _check_range("model.knn_idf_weight", self.knn_idf_weight, 0, 1e6)
+        _check_range("model.blend_learning_rate", self.blend_learning_rate, 0, 100)
+        _check_range("model.blend_every", self.blend_every, 1, 1_000_000)
 
 
 @dataclass(frozen=True)

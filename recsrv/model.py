@@ -2,9 +2,15 @@
 
 A thin coordinator. Each part lives in its own module under recsrv/state:
 ItemIndex (ids ↔ indices), Catalog (fields, availability, counters), Popularity,
-two NeighborTables (`similar`, learnt from browsing sequences, and
-`bought_together`, learnt from carts and purchases), Sessions and Users. The model's
-clock is event time, so the state is a pure function of the events applied.
+three NeighborTables (`similar`, learnt from browsing sequences both ways,
+`successors`, what follows an item within `sr_steps`, and `bought_together`, learnt
+from carts and purchases), Sessions, the SessionIndex of recent sessions, and Users.
+The Blend of the scoring components learns its weights from the stream itself
+(Prequential). The model's clock is event time, so the state is a pure function of
+the events applied, in the order applied.
+
+Events are learnt in session time: a late event takes its place among its session's
+events by `ts`, and is paired with the items before and after it there.
 
 Pure code: numpy only, no I/O, no asyncio.
 """
@@ -16,6 +22,9 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
+
+from recsrv.blend import Blend
 from recsrv.config import ModelConfig, SessionsConfig
 from recsrv.events import (
     CatalogDelete,
@@ -25,10 +34,13 @@ from recsrv.events import (
     LineItem,
     UserForget,
 )
+from recsrv.prequential import Prequential
+from recsrv.scoring import components
 from recsrv.state.catalog import TYPE_CODE, Catalog
 from recsrv.state.items import DEFAULT_CAPACITY, ItemIndex
 from recsrv.state.neighbors import NeighborTable
 from recsrv.state.popularity import Popularity
+from recsrv.state.session_index import SessionIndex
 from recsrv.state.sessions import Sessions
 from recsrv.state.users import CART_WEIGHT, PURCHASE_WEIGHT, Users
 
@@ -119,7 +131,18 @@ class Model:
         self.bought_together = NeighborTable(
             model_config.neighbors, model_config.similarity_half_life_s, capacity
         )
+        self.successors = NeighborTable(
+            model_config.neighbors, model_config.similarity_half_life_s, capacity
+        )
         self.sessions = Sessions(sessions_config)
+        self.session_index = SessionIndex(
+            model_config.index_sessions,
+            sessions_config.max_events,
+            model_config.knn_per_item,
+            capacity,
+        )
+        self.blend = Blend(model_config.blend_learning_rate, len(components.COMPONENTS))
+        self.prequential = Prequential(model_config.blend_every)
         self.users = Users(sessions_config.max_user_items)
         self.recent_ids = RecentIds(model_config.dedup_window)
         self._capacity = capacity
@@ -131,6 +154,8 @@ class Model:
             code: [weight * model_config.backward_weight for weight in forward]
             for code, forward in self._forward.items()
         }
+        # Sequential rules: 1/distance, the same for every interaction type.
+        self._successor_weights = [1.0 / d for d in range(1, model_config.sr_steps + 1)]
 
     # -- ingest --------------------------------------------------------------------
 
@@ -199,6 +224,7 @@ class Model:
 
     def _flush(self) -> None:
         self.similar.flush()
+        self.successors.flush()
         self.bought_together.flush()
 
     # -- reads ---------------------------------------------------------------------
@@ -215,7 +241,17 @@ class Model:
     def blend_report(self) -> dict[str, Any]:
         """The blend's learnt weight per scoring component and the live prequential
         HR@20 / MRR@20 of the served lists, with the number of predictions behind them."""
-        return {"weights": {}, "hr": 0.0, "mrr": 0.0, "predictions": 0}
+        quality = self.prequential
+        weights = self.blend.weights.tolist()
+        return {
+            "weights": dict(zip(components.COMPONENTS, weights, strict=True)),
+            "hr": quality.hr,
+            "mrr": quality.mrr,
+            "recent_hr": quality.recent_hr,
+            "recent_mrr": quality.recent_mrr,
+            "predictions": quality.predictions,
+            "every": quality.every,
+        }
 
     def stats(self) -> dict[str, int]:
         """Items (seen, not deleted), live sessions and known users."""
@@ -236,19 +272,25 @@ class Model:
         if event.item_id is not None:
             idx = self._item(event.item_id)
             self._count(idx, code, ts)
-            if code in self._forward:
-                self._learn_sequence(slot, idx, code, ts)
-            self.sessions.record(slot, idx, code, ts)
+            if slot is not None:
+                if code in self._forward:
+                    self._measure(slot, user, idx)
+                newer = self.sessions.record(slot, idx, code, ts)
+                if newer >= 0:
+                    if code in self._forward:
+                        self._learn_sequence(slot, idx, code, ts, newer)
+                    self._index(slot, idx)
             self._cart_effect(slot, user, idx, code, event.quantity, ts)
         if event.items and code == PURCHASE:
             self._purchase_lines(slot, user, event.items, ts)
 
-    def _session_user(self, slot: int, user_id: str | None) -> int:
+    def _session_user(self, slot: int | None, user_id: str | None) -> int:
         """The user of the session (linked or relinked by this event); -1 if anonymous."""
         if user_id is None:
-            return self.sessions.user_of(slot)
+            return self.sessions.user_of(slot) if slot is not None else -1
         user = self.users.add(user_id)
-        self.sessions.set_user(slot, user)
+        if slot is not None:
+            self.sessions.set_user(slot, user)
         return user
 
     def _count(self, idx: int, code: int, ts: float) -> None:
@@ -257,45 +299,92 @@ class Model:
         if weight is not None:
             self.popularity.add(idx, weight, ts)
 
-    def _learn_sequence(self, slot: int, idx: int, code: int, ts: float) -> None:
-        """Pair the item with the session's previous distinct items, nearest first.
+    def _measure(self, slot: int, user: int, idx: int) -> None:
+        """Prequential: on a sampled event that moves a session with items to an item
+        new to it, rank that item with the blend as served now, then let the blend learn."""
+        if not self.sessions.lengths[slot] or not self.prequential.due():
+            return
+        context = components.context(self, slot, user)
+        if idx in context.sequence:
+            self.prequential.countdown = 0  # not eligible: measure the next one instead
+            return
+        blended = self.blend.combine(components.score_all(self, context))
+        eligible = self.catalog.available[blended.items].copy()
+        seen = np.concatenate((context.sequence, context.basket))
+        eligible[np.isin(blended.items, seen)] = False
+        self.prequential.record(self.blend.learn(blended, eligible, idx))
+
+    def _learn_sequence(self, slot: int, idx: int, code: int, ts: float, newer: int) -> None:
+        """Pair the item with its session's distinct items around it in ts order.
 
         What a shopper looks at after A is a better guess for "similar to A" than what
         came before it: the forward pair prev→item gets the full weight, the backward
-        pair item→prev `backward_weight` of it.
+        pair item→prev `backward_weight` of it. `successors` learns the forward pairs
+        only, at 1/distance, further back. A late event (newer > 0) is also paired
+        forward with the items after it; the pairs between those neighbours keep the
+        distance they were learnt at.
         """
-        previous = self.sessions.previous_items(slot, idx, self.config.window)
-        if not previous:
-            return
-        self.similar.queue_sequence(idx, previous, self._forward[code], self._backward[code], ts)
+        steps = max(self.config.window, self.config.sr_steps)
+        before, after = self.sessions.around(slot, newer, idx, steps)
+        forward, backward = self._forward[code], self._backward[code]
+        window = self.config.window
+        if before:
+            self.similar.queue_sequence(idx, before[:window], forward, backward, ts)
+            self.successors.queue_to_rows(before, idx, self._successor_weights[: len(before)], ts)
+        if after:
+            for distance, later in enumerate(after[:window]):
+                self.similar.queue(later, [idx], [backward[distance]], ts)
+            self.similar.queue(idx, after[:window], forward[: len(after[:window])], ts)
+            self.successors.queue(idx, after, self._successor_weights[: len(after)], ts)
+
+    def _index(self, slot: int, idx: int) -> None:
+        """Bring the session's record in the session index up to date."""
+        sessions, index = self.sessions, self.session_index
+        serial = int(sessions.records[slot])
+        if not index.holds(serial):
+            serial = index.new_record()
+            sessions.records[slot] = serial
+            entered = [idx]
+        else:
+            record = serial % index.capacity
+            entered = [] if idx in index.items[record, : index.lengths[record]] else [idx]
+        index.write(serial, sessions.sequence(slot), entered, float(sessions.last_ts[slot]))
 
     def _cart_effect(
-        self, slot: int, user: int, idx: int, code: int, quantity: int, ts: float
+        self, slot: int | None, user: int, idx: int, code: int, quantity: int, ts: float
     ) -> None:
+        """A cart or purchase: the session's basket (when the event joined a session)
+        and the user's profile."""
         if code == ADD_TO_CART:
-            if self.sessions.add_to_cart(slot, idx, quantity):
+            if slot is not None and self.sessions.add_to_cart(slot, idx, quantity):
                 self._pair_with_basket(slot, [idx], self._type_weight[code], ts)
             if user >= 0:
                 self.users.credit(user, idx, CART_WEIGHT)
         elif code == REMOVE_FROM_CART:
-            self.sessions.remove_from_cart(slot, idx, quantity)
+            if slot is not None:
+                self.sessions.remove_from_cart(slot, idx, quantity)
         elif code == PURCHASE:
-            self._pair_with_basket(slot, [idx], self._type_weight[code], ts)
-            self.sessions.purchase(slot, idx, quantity)
+            if slot is not None:
+                self._pair_with_basket(slot, [idx], self._type_weight[code], ts)
+                self.sessions.purchase(slot, idx, quantity)
             if user >= 0:
                 self.users.credit(user, idx, PURCHASE_WEIGHT)
 
-    def _purchase_lines(self, slot: int, user: int, lines: Sequence[LineItem], ts: float) -> None:
+    def _purchase_lines(
+        self, slot: int | None, user: int, lines: Sequence[LineItem], ts: float
+    ) -> None:
         """A purchase with `items`: each line counts as a purchase of its item."""
         basket: dict[int, int] = {}
         for line in lines:
             idx = self._item(line.item_id)
             self._count(idx, PURCHASE, ts)
             basket[idx] = basket.get(idx, 0) + line.quantity
-        paired = list(basket)[: self.config.max_basket_lines]
-        self._pair_with_basket(slot, paired, self._type_weight[PURCHASE], ts)
+        if slot is not None:
+            paired = list(basket)[: self.config.max_basket_lines]
+            self._pair_with_basket(slot, paired, self._type_weight[PURCHASE], ts)
         for idx, quantity in basket.items():
-            self.sessions.purchase(slot, idx, quantity)
+            if slot is not None:
+                self.sessions.purchase(slot, idx, quantity)
             if user >= 0:
                 self.users.credit(user, idx, PURCHASE_WEIGHT)
 
@@ -323,7 +412,9 @@ class Model:
             self.catalog.grow(capacity)
             self.popularity.grow(capacity)
             self.similar.grow(capacity)
+            self.successors.grow(capacity)
             self.bought_together.grow(capacity)
+            self.session_index.grow(capacity)
             self._capacity = capacity
         return idx
 

@@ -1,12 +1,23 @@
-"""Live shopping sessions in a numpy slot table.
+"""Live shopping sessions in a numpy slot table, on session time.
 
 Each session owns a slot: ring buffers of its last `max_events` item events (item
-index, type code, ts), its last activity time and its user. Carts and purchases are
-dicts kept only for the sessions that have them. Sessions expire `ttl_s` after their
-last event on the model clock (event time): a read of an expired session finds
-nothing, and occasional vectorised sweeps free their slots. At most `max_sessions`
-live at once; when full, the expired ones go first, then the least recently active
-few percent. Freed slots are reused.
+index, type code, ts) kept in `ts` order whatever order they arrived in, its newest
+`ts` (`last_ts`), the model clock when its last event arrived (`touched`), its user
+and the serial of its record in the session index. Carts and purchases are dicts
+kept only for the sessions that have them.
+
+Two clocks, as a stream processor with watermarks has them:
+- Membership is session time. An event joins its session when it lies within
+  `ttl_s` of the session's own events; one more than `ttl_s` after the session's
+  newest event starts the session over, and one more than `ttl_s` before its oldest
+  belongs to no live visit (open returns None).
+- Liveness is the model clock (the newest `ts` applied). A session is served until
+  the clock is `ttl_s` past its last arrival, and its state is held `allowed_lateness_s`
+  longer so that late events still join it; occasional vectorised sweeps then free its
+  slot, and an event of a freed session starts it afresh.
+
+At most `max_sessions` are held at once; when full, the reclaimable ones go first,
+then the least recently touched few percent. Freed slots are reused.
 """
 
 from __future__ import annotations
@@ -34,10 +45,23 @@ FREE = -np.inf
 
 class Sessions:
     # The per-slot arrays, as to_arrays names them.
-    ARRAYS: Final = ("items", "types", "times", "heads", "lengths", "last_ts", "users", "active")
+    ARRAYS: Final = (
+        "items",
+        "types",
+        "times",
+        "heads",
+        "lengths",
+        "last_ts",
+        "touched",
+        "users",
+        "records",
+        "active",
+    )
 
     def __init__(self, config: SessionsConfig) -> None:
         self.ttl_s = config.ttl_s
+        # A session held past this much clock time since its last arrival is reclaimed.
+        self.hold_s = config.ttl_s + config.allowed_lateness_s
         self.max_sessions = config.max_sessions
         self.max_events = config.max_events
         capacity = min(INITIAL_SLOTS, self.max_sessions)
@@ -50,6 +74,9 @@ class Sessions:
         self.heads = np.zeros(capacity, dtype=np.int32)  # next write position
         self.lengths = np.zeros(capacity, dtype=np.int32)
         self.last_ts = np.full(capacity, FREE, dtype=np.float64)
+        self.touched = np.full(capacity, FREE, dtype=np.float64)
+        # Serial of the session's record in the session index (-1: none yet).
+        self.records = np.full(capacity, -1, dtype=np.int64)
         self.users = np.full(capacity, -1, dtype=np.int32)
         self.active = np.zeros(capacity, dtype=np.bool_)
         # slot → {item: quantity} and slot → {item: quantity purchased}, insertion-ordered.
@@ -67,13 +94,13 @@ class Sessions:
     def lookup(self, session_id: str, now: float) -> int | None:
         """The slot of a live session; None if unknown or expired at `now`."""
         slot = self.slot_of.get(session_id)
-        if slot is None or self.last_ts[slot] < now - self.ttl_s:
+        if slot is None or self.touched[slot] < now - self.ttl_s:
             return None
         return slot
 
     def live_count(self, now: float) -> int:
         used = len(self.session_ids)
-        live = self.active[:used] & (self.last_ts[:used] >= now - self.ttl_s)
+        live = self.active[:used] & (self.touched[:used] >= now - self.ttl_s)
         return int(np.count_nonzero(live))
 
     def recent(self, slot: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int8]]:
@@ -84,16 +111,40 @@ class Sessions:
 
     def previous_items(self, slot: int, item: int, limit: int) -> list[int]:
         """Up to `limit` distinct items of the session, newest first, other than `item`."""
+        return self.around(slot, -1, item, limit)[0]
+
+    def around(self, slot: int, newer: int, item: int, limit: int) -> tuple[list[int], list[int]]:
+        """The distinct items (other than `item`) older and newer than the event that
+        `record` placed with `newer` events after it, each list nearest first and at
+        most `limit` long. newer = -1 means no event was placed: all are older."""
         width = self.max_events
         items, base, head = self._flat_items, slot * width, self._flat_heads[slot]
-        found: list[int] = []
-        for back in range(1, self._flat_lengths[slot] + 1):
+        length = self._flat_lengths[slot]
+        after: list[int] = []
+        for back in range(newer, 0, -1):  # the newer events, nearest (oldest) first
             other = items[base + (head - back) % width]
-            if other != item and other not in found:
-                found.append(other)
-                if len(found) == limit:
+            if other != item and other not in after:
+                after.append(other)
+                if len(after) == limit:
                     break
-        return found
+        before: list[int] = []
+        for back in range(newer + 2, length + 1):
+            other = items[base + (head - back) % width]
+            if other != item and other not in before:
+                before.append(other)
+                if len(before) == limit:
+                    break
+        return before, after
+
+    def sequence(self, slot: int) -> list[int]:
+        """The session's distinct items in `ts` order, oldest first; a repeated item
+        stands at its latest position."""
+        width = self.max_events
+        items, base, head = self._flat_items, slot * width, self._flat_heads[slot]
+        newest_first = dict.fromkeys(
+            items[base + (head - back) % width] for back in range(1, self._flat_lengths[slot] + 1)
+        )
+        return list(reversed(newest_first))
 
     def basket(self, slot: int, limit: int | None = None) -> list[int]:
         """Distinct items purchased or in the cart, in that order; the last `limit` of them."""
@@ -150,35 +201,67 @@ class Sessions:
 
     # -- writes --------------------------------------------------------------------
 
-    def open(self, session_id: str, ts: float, now: float) -> int:
-        """The slot for an event of `session_id` at `ts`, creating or renewing the session.
+    def open(self, session_id: str, ts: float, now: float) -> int | None:
+        """The slot for an event of `session_id` at `ts`, creating or renewing the session;
+        None when the event lies more than `ttl_s` before the session's oldest event kept
+        (an earlier visit under the same id, long gone: it joins nothing).
 
-        A session idle for longer than the TTL at `now` starts over empty.
+        An event more than `ttl_s` after the session's newest one starts it over empty,
+        and so does any event of a session held past its lateness bound at `now`.
         """
         if now >= self.next_sweep:
             self.sweep(now)
         slot = self.slot_of.get(session_id)
         if slot is None:
             slot = self._allocate(session_id, now)  # may grow the arrays: new views
-        elif self._flat_last_ts[slot] < now - self.ttl_s:
+        elif (
+            ts > self._flat_last_ts[slot] + self.ttl_s
+            or self._flat_touched[slot] < now - self.hold_s
+        ):
             self._clear(slot)
+        elif self._flat_lengths[slot] and ts < self._oldest_ts(slot) - self.ttl_s:
+            return None
         last_ts = self._flat_last_ts
         if ts > last_ts[slot]:
             last_ts[slot] = ts
+        self._flat_touched[slot] = now
         return slot
 
-    def record(self, slot: int, item: int, code: int, ts: float) -> None:
-        """Append an item event to the session's ring buffer."""
+    def _oldest_ts(self, slot: int) -> float:
+        width = self.max_events
+        head, length = self._flat_heads[slot], self._flat_lengths[slot]
+        return self._flat_times[slot * width + (head - length) % width]
+
+    def record(self, slot: int, item: int, code: int, ts: float) -> int:
+        """Place an item event in the session's ring buffer at its `ts` (after events of
+        the same ts). Returns how many kept events are newer than it (0 for one in
+        order), or -1 when the buffer is full of newer events and it is not kept."""
         # Flat views: per-event scalar access costs a fraction of numpy indexing.
         width = self.max_events
-        head = self._flat_heads[slot]
-        at = slot * width + head
-        self._flat_items[at] = item
-        self._flat_types[at] = code
-        self._flat_times[at] = ts
+        base, head = slot * width, self._flat_heads[slot]
+        length = self._flat_lengths[slot]
+        items, types, times = self._flat_items, self._flat_types, self._flat_times
+        newer = 0
+        while newer < length and times[base + (head - 1 - newer) % width] > ts:
+            newer += 1
+        if newer == length == width:
+            return -1
+        for back in range(newer):  # shift the newer events one place up, newest first
+            source = base + (head - 1 - back) % width
+            target = base + (head - back) % width
+            items[target], types[target], times[target] = (
+                items[source],
+                types[source],
+                times[source],
+            )
+        at = base + (head - newer) % width
+        items[at] = item
+        types[at] = code
+        times[at] = ts
         self._flat_heads[slot] = (head + 1) % width
-        if self._flat_lengths[slot] < width:
-            self._flat_lengths[slot] += 1
+        if length < width:
+            self._flat_lengths[slot] = length + 1
+        return newer
 
     def set_user(self, slot: int, user: int) -> None:
         self.users[slot] = user
@@ -218,11 +301,11 @@ class Sessions:
         return len(slots)
 
     def sweep(self, now: float) -> int:
-        """Free the slots of sessions expired at `now`, at most SWEEP_BATCH of them so
-        that one call stays short; the next event continues a partial sweep. Returns
-        how many were freed."""
+        """Free the slots of sessions held past their lateness bound at `now`, at most
+        SWEEP_BATCH of them so that one call stays short; the next event continues a
+        partial sweep. Returns how many were freed."""
         used = len(self.session_ids)
-        expired = np.flatnonzero(self.active[:used] & (self.last_ts[:used] < now - self.ttl_s))
+        expired = np.flatnonzero(self.active[:used] & (self.touched[:used] < now - self.hold_s))
         partial = len(expired) > SWEEP_BATCH
         self._release(expired[:SWEEP_BATCH])
         self.next_sweep = now if partial else now + SWEEP_EVERY_TTL * self.ttl_s
@@ -250,7 +333,7 @@ class Sessions:
     def _evict_least_recent(self) -> None:
         used = len(self.session_ids)
         count = min(max(1, math.ceil(EVICT_FRACTION * self.max_sessions)), SWEEP_BATCH, used)
-        last = np.where(self.active[:used], self.last_ts[:used], np.inf)
+        last = np.where(self.active[:used], self.touched[:used], np.inf)
         victims = np.argpartition(last, count - 1)[:count]
         self._release(victims[self.active[victims]])
 
@@ -275,6 +358,8 @@ class Sessions:
         self.heads[slots] = 0
         self.lengths[slots] = 0
         self.last_ts[slots] = FREE
+        self.touched[slots] = FREE
+        self.records[slots] = -1
         self.users[slots] = -1
 
     def _grow(self, capacity: int) -> None:
@@ -284,6 +369,8 @@ class Sessions:
         self.heads = grown(self.heads, capacity, 0)
         self.lengths = grown(self.lengths, capacity, 0)
         self.last_ts = grown(self.last_ts, capacity, FREE)
+        self.touched = grown(self.touched, capacity, FREE)
+        self.records = grown(self.records, capacity, -1)
         self.users = grown(self.users, capacity, -1)
         self.active = grown(self.active, capacity, False)
         self._flat_views()
@@ -296,4 +383,6 @@ class Sessions:
         self._flat_heads = self.heads.data.cast("B").cast("i")
         self._flat_lengths = self.lengths.data.cast("B").cast("i")
         self._flat_last_ts = self.last_ts.data.cast("B").cast("d")
+        self._flat_touched = self.touched.data.cast("B").cast("d")
+        self._flat_records = self.records.data.cast("B").cast("q")
         self._flat_users = self.users.data.cast("B").cast("i")

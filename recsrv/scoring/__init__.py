@@ -1,0 +1,158 @@
+"""Scoring components: each turns what the state knows about a request into scored
+candidates, with the reason each one is there.
+
+One module per method, all of the same shape: a function of the model and a
+`Context` (what the request knows: the session's items, its basket, the user's
+profile) returning `Scores`. `recsrv.blend` combines them with learnt weights and
+owns no formula; `recsrv.recommend` filters, ranks and fills in.
+
+Pure code: numpy only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from recsrv.state.neighbors import NeighborTable
+
+Ints = npt.NDArray[np.int64]
+Floats = npt.NDArray[np.float64]
+NO_ITEMS: Final[Ints] = np.empty(0, dtype=np.int64)
+
+# Reason kinds, and how a reason is written (a kind ending in ":" names its source item).
+SIMILAR_TO, BOUGHT_TOGETHER, BOUGHT_BEFORE, POPULAR, SAME_CATEGORY, FOLLOWS, SIMILAR_SESSIONS = (
+    range(7)
+)
+REASON_PREFIX: Final = {
+    SIMILAR_TO: "similar_to:",
+    BOUGHT_TOGETHER: "bought_together:",
+    BOUGHT_BEFORE: "bought_before",
+    POPULAR: "popular",
+    SAME_CATEGORY: "same_category",
+    FOLLOWS: "often_next_after:",
+    SIMILAR_SESSIONS: "similar_sessions",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """Candidates (item indices) with their scores, and for each the reason kind and the
+    source item (-1 when the reason names none). A component's candidates are distinct,
+    ascending and positive; a ranked list holds them best first."""
+
+    items: Ints
+    scores: Floats
+    kinds: Ints
+    sources: Ints
+
+    @staticmethod
+    def empty() -> Scores:
+        return Scores(NO_ITEMS, np.empty(0), NO_ITEMS, NO_ITEMS)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def then(self, other: Scores) -> Scores:
+        """These rows followed by `other`'s (for ranked lists, not candidate sets)."""
+        return Scores(
+            np.concatenate((self.items, other.items)),
+            np.concatenate((self.scores, other.scores)),
+            np.concatenate((self.kinds, other.kinds)),
+            np.concatenate((self.sources, other.sources)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a request knows, gathered once for every component.
+
+    recent/recent_types: the session's item events newest first (ring buffer order);
+    sequence: its distinct items in ts order, oldest first; basket: carted or bought
+    in it; profile/profile_weights: the user's past items; now: the session's time
+    (its newest ts); record: the serial of the session's own index record (-1: none);
+    item: the context item of the request (the product page shown; -1: none).
+    """
+
+    recent: Ints
+    recent_types: npt.NDArray[np.int8]
+    sequence: Ints
+    basket: Ints
+    profile: Ints
+    profile_weights: Floats
+    now: float
+    record: int
+    item: int = -1
+
+
+class Contributions:
+    """(candidate, contribution, reason kind, reason source) rows from several sources,
+    summed per candidate by `summed`."""
+
+    def __init__(self) -> None:
+        self._items: list[npt.NDArray[np.integer]] = []
+        self._values: list[Floats] = []
+        self._kinds: list[Ints] = []
+        self._sources: list[npt.NDArray[np.integer]] = []
+
+    def add_items(self, items: Ints, values: Floats, kind: int) -> None:
+        """The items themselves as candidates (their reason names no source item)."""
+        self.add(items, values, kind, np.full(len(items), -1, dtype=np.int64))
+
+    def add_rows(self, table: NeighborTable, rows: Ints, row_weights: Floats, kind: int) -> None:
+        """The neighbours of `rows`, each row scaled to max 1 and times its row weight."""
+        if len(rows) == 0:
+            return
+        ids, weights = table.gather(rows)
+        row_max = weights.max(axis=1)
+        scale = np.divide(row_weights, row_max, out=np.zeros_like(row_max), where=row_max > 0)
+        values = weights * scale[:, None]
+        row_of, column = np.nonzero(values > 0.0)  # empty slots hold weight 0
+        self.add(ids[row_of, column], values[row_of, column], kind, rows[row_of])
+
+    def add(
+        self,
+        items: npt.NDArray[np.integer],
+        values: Floats,
+        kind: int,
+        sources: npt.NDArray[np.integer],
+    ) -> None:
+        if len(items):
+            self._items.append(items)
+            self._values.append(values)
+            self._kinds.append(np.full(len(items), kind, dtype=np.int64))
+            self._sources.append(sources)
+
+    def summed(self) -> Scores:
+        """One row per distinct candidate, in index order: its total, and the reason of
+        its largest contribution (ties go to the contribution added first)."""
+        if not self._items:
+            return Scores.empty()
+        items = np.concatenate(self._items)
+        values = np.concatenate(self._values)
+        # A stable sort groups each candidate's contributions, in the order added.
+        order = np.argsort(items, kind="stable")
+        grouped = items[order]
+        grouped_values = values[order]
+        first = np.empty(len(order), dtype=np.bool_)
+        first[0] = True
+        np.not_equal(grouped[1:], grouped[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
+        group_max = np.maximum.reduceat(grouped_values, starts)
+        sizes = np.diff(np.append(starts, len(order)))
+        # The first contribution of each group that equals the group's maximum.
+        at_max = np.flatnonzero(grouped_values == np.repeat(group_max, sizes))
+        group_of = np.cumsum(first)[at_max]
+        leading = np.empty(len(at_max), dtype=np.bool_)
+        leading[0] = True
+        np.not_equal(group_of[1:], group_of[:-1], out=leading[1:])
+        best = order[at_max[leading]]
+        return Scores(
+            grouped[starts].astype(np.int64, copy=False),
+            np.add.reduceat(grouped_values, starts),
+            np.concatenate(self._kinds)[best],
+            np.concatenate(self._sources)[best].astype(np.int64, copy=False),
+        )
