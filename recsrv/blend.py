@@ -5,39 +5,46 @@ divided by its own maximum (so that a weight, not a scale, says how much it coun
 and scores every candidate by the weighted sum; the reason of a candidate is that of
 the component that contributed most to it.
 
-`learn` is one step of exponentiated gradient on a ranking loss, made before the
-event it learns from is applied (prequential): when the item the shopper chose ranks
-below others, each weight is multiplied by exp(-η·g), where g is how much more that
-component scored the items ranked above the chosen one (the top K of them, on
-average) than the chosen one. Components that pushed wrong items up lose weight,
-those that favoured the right one gain. The weights stay on the simplex, mixed with
-a small uniform share so that none ever dies and a changing shop can be followed.
-Deterministic: a function of the events applied. Owns no scoring formula.
+`learn` is called before the event it learns from is applied (prequential): it
+returns the rank the blend gave the item the shopper chose, and keeps the event in a
+sample of the last SAMPLE measured events (the features of the best CANDIDATES other
+candidates and of the chosen item). Every SEARCH_EVERY events it searches around the
+current weights: each weight multiplied or divided by exp(STEP), one at a time, and
+the vector with the best MRR@20 on the sample is taken (the current one on a tie).
+The search optimises the metric itself rather than a surrogate loss, over a handful
+of parameters, on what this shop's shoppers did lately; it needs no offline tuning.
+Weights stay on the simplex and above FLOOR, so a component that comes back into
+play can regain weight. Deterministic: a function of the events applied.
+Owns no scoring formula.
 
 Pure code: numpy only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
 from recsrv.scoring import NO_ITEMS, Scores
+from recsrv.state.items import top_k
 
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
 
 # Where the weights start, in COMPONENTS order (sessions, sequence, cooccurrence,
 # repeat, popular): a reasonable shop before its own stream says otherwise.
-PRIOR: Final = (0.3, 0.25, 0.2, 0.2, 0.05)
-# Share of the uniform mix kept in the weights.
-FLOOR: Final = 0.02
-# The items above the chosen one that a step compares it with.
-COMPARE_TOP: Final = 20
+PRIOR: Final = (0.35, 0.25, 0.2, 0.15, 0.05)
+FLOOR: Final = 0.001
+K: Final = 20
+SAMPLE: Final = 256
+CANDIDATES: Final = 48
+SEARCH_EVERY: Final = 8
+MIN_SAMPLE: Final = 32
+STEP: Final = 0.4
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +60,18 @@ class Blended:
 
 
 class Blend:
-    def __init__(self, learning_rate: float, components: int = len(PRIOR)) -> None:
-        self.learning_rate = learning_rate
+    ARRAYS: Final = ("weights", "features", "valid", "counters")
+
+    def __init__(self, components: int = len(PRIOR)) -> None:
         prior = np.array(PRIOR[:components], dtype=np.float64)
         self.weights = prior / prior.sum()
+        # The sample: per measured event, CANDIDATES rows of other candidates (valid
+        # marks the real ones) and the chosen item's row last.
+        self.features = np.zeros((SAMPLE, CANDIDATES + 1, components), dtype=np.float32)
+        self.valid = np.zeros((SAMPLE, CANDIDATES), dtype=np.bool_)
+        self.filled = 0
+        self.position = 0
+        self.since_search = 0
 
     def combine(self, parts: Sequence[Scores]) -> Blended:
         """The union of the components' candidates, scored by the weighted sum."""
@@ -89,20 +104,60 @@ class Blend:
         )
 
     def learn(self, blended: Blended, eligible: npt.NDArray[np.bool_], target: int) -> int:
-        """Rank (1-based, among eligible candidates) of the chosen item `target` before
-        this step, 0 if it is not a candidate; then one learning step."""
+        """Rank (1-based, among eligible candidates) that the blend gives `target`, 0 if it
+        is not a candidate; a candidate target joins the sample, and the weights may move."""
         at = int(np.searchsorted(blended.items, target))
         if at >= len(blended.items) or blended.items[at] != target:
             return 0
         scores = np.where(eligible, blended.scores, -np.inf)
-        scores[at] = blended.scores[at]
-        above = np.flatnonzero(scores > scores[at])
-        rank = len(above) + 1
-        if len(above):
-            if len(above) > COMPARE_TOP:
-                above = above[np.argpartition(-scores[above], COMPARE_TOP - 1)[:COMPARE_TOP]]
-            gradient = blended.features[above].mean(axis=0) - blended.features[at]
-            weights = self.weights * np.exp(-self.learning_rate * gradient)
-            weights /= weights.sum()
-            self.weights = (1.0 - FLOOR) * weights + FLOOR / len(weights)
+        scores[at] = -np.inf
+        rank = 1 + int(np.count_nonzero(scores > blended.scores[at]))
+        others = top_k(scores, CANDIDATES)
+        row = self.position
+        self.features[row] = 0.0
+        self.features[row, : len(others)] = blended.features[others]
+        self.features[row, CANDIDATES] = blended.features[at]
+        self.valid[row] = False
+        self.valid[row, : len(others)] = True
+        self.position = (row + 1) % SAMPLE
+        self.filled = min(self.filled + 1, SAMPLE)
+        self.since_search += 1
+        if self.since_search >= SEARCH_EVERY and self.filled >= MIN_SAMPLE:
+            self.since_search = 0
+            self._search()
         return rank
+
+    def _search(self) -> None:
+        """Move to the best of the current weights and their one-step neighbours."""
+        count = len(self.weights)
+        steps = np.exp(STEP * np.concatenate((np.eye(count), -np.eye(count))))
+        trials = np.vstack((self.weights, self.weights * steps))
+        trials = np.maximum(trials / trials.sum(axis=1, keepdims=True), FLOOR)
+        trials /= trials.sum(axis=1, keepdims=True)
+        scores = (
+            self.features[: self.filled].astype(np.float64) @ trials.T
+        )  # events x rows x trials
+        chosen = scores[:, CANDIDATES, :]
+        above = (scores[:, :CANDIDATES, :] > chosen[:, None, :]) & self.valid[
+            : self.filled, :, None
+        ]
+        rank = 1 + above.sum(axis=1)
+        quality = np.where(rank <= K, 1.0 / rank, 0.0).mean(axis=0)
+        best = int(np.argmax(quality))  # the first best: the current weights on a tie
+        self.weights = trials[best]
+
+    def to_arrays(self) -> dict[str, npt.NDArray[Any]]:
+        counters = np.array([self.filled, self.position, self.since_search], dtype=np.int64)
+        return {
+            "weights": self.weights,
+            "features": self.features,
+            "valid": self.valid,
+            "counters": counters,
+        }
+
+    def restore(self, arrays: Mapping[str, npt.NDArray[Any]]) -> None:
+        """Take over what to_arrays gave (the same number of components)."""
+        self.weights = arrays["weights"].astype(np.float64)
+        self.features[:] = arrays["features"]
+        self.valid[:] = arrays["valid"]
+        self.filled, self.position, self.since_search = (int(v) for v in arrays["counters"])

@@ -157,9 +157,8 @@ class ModelConfig:
     knn_neighbors: int = 100
     knn_recency_s: float = 14 * 86400.0
     knn_idf_weight: float = 1.0
-    # The blend: learning rate of its weights, and every how many eligible events one
-    # is measured and learnt from (the prequential sample; 1 measures every event).
-    blend_learning_rate: float = 0.1
+    # The blend: every how many eligible events one is measured and learnt from
+    # (the prequential sample; 1 measures every event).
     blend_every: int = 4
 
     def validate(self) -> None:
@@ -184,7 +183,6 @@ class ModelConfig:
         _check_range("model.knn_neighbors", self.knn_neighbors, 1, 100_000)
         _check_range("model.knn_recency_s", self.knn_recency_s, 1, 1e10)
         _check_range("model.knn_idf_weight", self.knn_idf_weight, 0, 1e6)
-        _check_range("model.blend_learning_rate", self.blend_learning_rate, 0, 100)
         _check_range("model.blend_every", self.blend_every, 1, 1_000_000)
 
 

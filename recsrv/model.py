@@ -141,7 +141,7 @@ class Model:
             model_config.knn_per_item,
             capacity,
         )
-        self.blend = Blend(model_config.blend_learning_rate, len(components.COMPONENTS))
+        self.blend = Blend(len(components.COMPONENTS))
         self.prequential = Prequential(model_config.blend_every)
         self.users = Users(sessions_config.max_user_items)
         self.recent_ids = RecentIds(model_config.dedup_window)

@@ -133,12 +133,14 @@ class SessionIndex:
     # -- checkpoints ---------------------------------------------------------------
 
     def to_arrays(self, n: int) -> dict[str, npt.NDArray[Any]]:
-        """The records, the per-item rings of the first n items and the serial counter."""
+        """The records ever used, the per-item rings of the first n items and the serial
+        counter (views, valid until the next write)."""
+        used = min(self.next_serial, self.capacity)
         return {
-            "items": self.items,
-            "lengths": self.lengths,
-            "last_ts": self.last_ts,
-            "serials": self.serials,
+            "items": self.items[:used],
+            "lengths": self.lengths[:used],
+            "last_ts": self.last_ts[:used],
+            "serials": self.serials[:used],
             "item_records": self.item_records[:n],
             "item_heads": self.item_heads[:n],
             "item_sessions": self.item_sessions[:n],
@@ -146,7 +148,8 @@ class SessionIndex:
         }
 
     def restore(self, arrays: Mapping[str, npt.NDArray[Any]]) -> None:
-        """Take over what to_arrays gave (same capacity, width and per_item)."""
+        """Take over what to_arrays gave (same capacity, width and per_item; the arrays
+        must already have room for the items)."""
         for name in self.ARRAYS:
             source = arrays[name]
             getattr(self, name)[: len(source)] = source

@@ -4,7 +4,8 @@ dump_state yields (name, array) pairs; load_state rebuilds an equal Model from t
 No I/O here: the checkpoint store writes and reads the arrays. Every array is plain
 numeric, or uint8 holding orjson; nothing is ever pickled.
 
-Layout, STATE_FORMAT 1 (bump it when any of this changes, popularity.LEADERS included).
+Layout, STATE_FORMAT 2 (bump it when any of this changes, popularity.LEADERS and the
+blend's sample size included).
 Numeric arrays hold only the used rows: `[:n]` for the n items, `[:s]` for the s
 session slots ever used.
 
@@ -13,9 +14,15 @@ session slots ever used.
     catalog.<name>            in_stock deleted in_catalog available category price
                               counters                                      [:n]
     popularity.scores [:n]    .leaders (slot order) .t_ref .floor
-    similar.ids .weights .sizes [:n] .t_ref    bought_together.… likewise
-    sessions.<name>           items types times heads lengths last_ts users active  [:s]
+    similar.ids .weights .sizes [:n] .t_ref    successors.…, bought_together.… likewise
+    sessions.<name>           items types times heads lengths last_ts touched users
+                              records active                                [:s]
     sessions.capacity         .next_sweep
+    session_index.<name>      items lengths last_ts serials (every record), next_serial,
+                              item_records item_heads item_sessions         [:n]
+    blend.<name>              weights, the prequential sample (features valid) and
+                              its counters
+    prequential.state         countdown, predictions, hits, reciprocal sum, recent HR/MRR
     items.ids.K               item ids, in index order
     catalog.categories.K      category names, in code order
     catalog.meta.K            {item index: {title, url, image_url, tags, properties}}
@@ -35,7 +42,8 @@ even when empty), so that no single encode holds the GIL for long.
 Settings, when the config at restore differs from the one at dump:
 
 - shape-defining, SnapshotMismatch: `model.neighbors` (width of the neighbour
-  rows) and `sessions.max_events` (width of the session ring buffers);
+  rows), `sessions.max_events` (width of the session ring buffers and index
+  records), `model.index_sessions` and `model.knn_per_item` (the session index);
 - scale-defining, converted: `model.popularity_half_life_s` and
   `model.similarity_half_life_s`. Stored values are decayed to the snapshot's clock
   under the old half-life, and decay under the new one from there on;
@@ -57,6 +65,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from recsrv.blend import Blend
 from recsrv.config import ModelConfig, SessionsConfig
 from recsrv.errors import RecsrvError
 from recsrv.model import Model
@@ -64,7 +73,7 @@ from recsrv.state.catalog import Catalog
 from recsrv.state.decay import ExpScale
 from recsrv.state.sessions import Sessions
 
-STATE_FORMAT: Final = 1
+STATE_FORMAT: Final = 2
 
 # Most entries per orjson piece: 25,000 ids encode in about 1 ms here, a piece of
 # 2,500 profiles (BATCH // 10 dicts, with their ~5,000 items) in about 2 ms.
@@ -72,7 +81,7 @@ BATCH: Final = 25_000
 # A catalog entry counts as this many entries: it may hold ~12 KB of text, so a piece
 # of BATCH // CATALOG_ENTRY_COST entries stays within a few MB (and is ~150 KB usually).
 CATALOG_ENTRY_COST: Final = 100
-NEIGHBOR_TABLES: Final = ("similar", "bought_together")
+NEIGHBOR_TABLES: Final = ("similar", "successors", "bought_together")
 
 Array = npt.NDArray[Any]
 Named = tuple[str, Array]
@@ -123,6 +132,9 @@ def dump_state(model: Model) -> Iterator[Named]:
     for name in NEIGHBOR_TABLES:
         yield from _prefixed(name, getattr(model, name).to_arrays(n))
     yield from _prefixed("sessions", model.sessions.to_arrays())
+    yield from _prefixed("session_index", model.session_index.to_arrays(n))
+    yield from _prefixed("blend", model.blend.to_arrays())
+    yield from _prefixed("prequential", {"state": model.prequential.to_array()})
     for name, (container, per_piece) in series.items():
         yield from _pieces(name, container, per_piece)
     # Every change of state counts an event, so this catches a broken promise (some
@@ -160,10 +172,7 @@ def _meta(model: Model, series: Mapping[str, tuple[_Series, Any]]) -> dict[str, 
         "clock": model.clock,
         "stats": model.stats(),
         "item_capacity": model.items.capacity,
-        "shape": {
-            "model.neighbors": model.similar.width,
-            "sessions.max_events": model.sessions.max_events,
-        },
+        "shape": _shape(model.config, model.sessions_config),
         "scale": _half_lives(model.config),
         "users.credits": [model.users.credits, model.users.repeat_credits],
         "lengths": {name: len(container) for name, (container, _) in series.items()},
@@ -253,17 +262,25 @@ def load_state(
     # Absent from checkpoints written before the repeat rate existed: it starts over.
     model.users.credits, model.users.repeat_credits = meta.get("users.credits", (0, 0))
     model.recent_ids.restore(snapshot.series("recent_ids"))
+    model.blend.restore(snapshot.part("blend", Blend.ARRAYS))
+    model.prequential.restore(snapshot.array("prequential.state"))
     _convert_scales(model, meta["scale"])
     return model
+
+
+def _shape(model_config: ModelConfig, sessions_config: SessionsConfig) -> dict[str, int]:
+    return {
+        "model.neighbors": model_config.neighbors,
+        "sessions.max_events": sessions_config.max_events,
+        "model.index_sessions": model_config.index_sessions,
+        "model.knn_per_item": model_config.knn_per_item,
+    }
 
 
 def _check_settings(
     meta: Mapping[str, Any], model_config: ModelConfig, sessions_config: SessionsConfig
 ) -> None:
-    configured = {
-        "model.neighbors": model_config.neighbors,
-        "sessions.max_events": sessions_config.max_events,
-    }
+    configured = _shape(model_config, sessions_config)
     dumped = meta["shape"]
     for setting, value in configured.items():
         if dumped.get(setting) != value:
@@ -295,6 +312,15 @@ def _restore_items(model: Model, snapshot: _Snapshot) -> None:
                 **snapshot.part(name, ("t_ref",)),
             }
         )
+    per_item = ("item_records", "item_heads", "item_sessions")
+    model.session_index.restore(
+        {
+            **snapshot.part("session_index", per_item, rows=n),
+            **snapshot.part(
+                "session_index", ("items", "lengths", "last_ts", "serials", "next_serial")
+            ),
+        }
+    )
 
 
 def _restore_sessions(sessions: Sessions, snapshot: _Snapshot) -> None:

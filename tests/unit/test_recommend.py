@@ -1,6 +1,7 @@
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pytest
 
 from recsrv.config import ModelConfig, SessionsConfig
@@ -12,13 +13,19 @@ from recsrv.events import (
 )
 from recsrv.model import Model
 from recsrv.recommend import RecList, Scored, bought_together, popular, recommend, similar
+from recsrv.scoring import components, cooccurrence
 from tests.unit.builders import T0, act, upsert
 
 
-def build(events: Sequence[Event], **config: Any) -> Model:
+def build(events: Sequence[Event], *, blend: str | None = "cooccurrence", **config: Any) -> Model:
+    """The model after `events`. Its blend is pinned to the one component `blend` (None:
+    left as learnt), so that a test of filtering and filling can state exact scores:
+    a pinned list's scores are that component's, divided by its largest."""
     model = Model(ModelConfig(**config), SessionsConfig(ttl_s=600.0))
     for event in events:
         model.apply(event)
+    if blend is not None:
+        model.blend.weights = (np.array(list(components.COMPONENTS)) == blend).astype(np.float64)
     return model
 
 
@@ -177,10 +184,15 @@ def test_a_removed_item_is_no_lead() -> None:
         act("add_to_cart", "t", "m", t=4),
         act("remove_from_cart", "t", "m", t=5),
     ]
-    recs = recommend(build(events), session_id="t", k=1)
-    # Only the add_to_cart, one step back, leads to n.
+    model = build(events)
+    recs = recommend(model, session_id="t", k=1)
     assert [(s.item_id, s.reason) for s in recs.items] == [("n", "similar_to:m")]
-    assert scores(recs) == pytest.approx([0.8], rel=1e-4)
+    # Only the add_to_cart, one step back, leads to n: 0.8 before the blend divides by
+    # the component's largest score.
+    slot = model.sessions.lookup("t", model.clock)
+    assert slot is not None
+    found = cooccurrence.score(model, components.context(model, slot, -1))
+    assert found.scores.tolist() == pytest.approx([0.8], rel=1e-4)
 
 
 def test_cart_items_lead_to_what_was_bought_with_them() -> None:
@@ -191,10 +203,13 @@ def test_cart_items_lead_to_what_was_bought_with_them() -> None:
     ]
     model = build(events, bought_together_weight=2.0)
     recs = recommend(model, session_id="t", k=1)
-    # similar_to:x gives 1.0, bought_together:x gives 2.0: the larger names the reason.
     assert recs.items[0].item_id == "y"
-    assert recs.items[0].score == pytest.approx(3.0, rel=1e-4)
     assert recs.items[0].reason == "bought_together:x"
+    # similar_to:x gives 1.0, bought_together:x gives 2.0: the larger names the reason.
+    slot = model.sessions.lookup("t", model.clock)
+    assert slot is not None
+    found = cooccurrence.score(model, components.context(model, slot, -1))
+    assert found.scores.tolist() == pytest.approx([3.0], rel=1e-4)
 
 
 def user_events() -> list[Event]:
@@ -224,22 +239,31 @@ def test_user_profile_gives_strategy_user_and_bought_before() -> None:
 
 
 def test_bought_before_weighs_more_where_shoppers_buy_again() -> None:
-    once = [*user_events(), act("view", "s", "q", t=5, user_id="u")]
     # Another shopper who buys the same items over and over raises the repeat rate.
     again = [
-        *once,
+        *user_events(),
         *(act("purchase", f"r{n}", "v", t=6 + n, user_id="r") for n in range(100)),
     ]
 
     def bought_before_score(events: list[Event]) -> float:
-        recs = recommend(build(events), session_id="s", k=10)
+        recs = recommend(build(events), user_id="u", k=10)
         return next(s.score for s in recs.items if s.item_id == "x")
 
-    low, high = bought_before_score(once), bought_before_score(again)
+    low, high = bought_before_score(user_events()), bought_before_score(again)
     # Views give no credit. Rates: (0 + 5) / (2 + 50) with two credits and no repeat;
     # (99 + 5) / (102 + 50) once r's 100 purchases of v add 99 repeats.
     assert low == pytest.approx(16.0 * 5 / 52, rel=1e-4)
     assert high == pytest.approx(16.0 * 104 / 152, rel=1e-4)
+
+
+def test_in_a_session_past_items_weigh_what_the_blend_learnt() -> None:
+    events = [*user_events(), act("view", "s", "q", t=5, user_id="u")]
+    model = build(events, blend="repeat")
+    recs = recommend(model, session_id="s", k=2)
+    assert [(s.item_id, s.reason, s.score) for s in recs.items] == [
+        ("x", "bought_before", 1.0),
+        ("w", "bought_before", 0.5),
+    ]
 
 
 def test_in_a_session_the_profile_lends_no_neighbours() -> None:
@@ -422,4 +446,8 @@ def test_a_new_session_with_one_view_gets_that_items_neighbours_first() -> None:
     assert recs.strategy == "session"
     assert recs.items[0].reason == "similar_to:a"
     assert "a" not in ids(recs)  # the item on screen is not offered again
+    learnt = recommend(
+        build([*shop(), act("view", "fresh", "a", t=100)], blend=None), session_id="fresh", k=4
+    )
+    assert learnt.items[0].reason in {"similar_to:a", "often_next_after:a", "similar_sessions"}
     assert len(recs.items) == 4

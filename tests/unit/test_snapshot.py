@@ -358,7 +358,14 @@ def test_every_array_is_plain_and_every_name_unique(built: tuple[Model, Shop]) -
     )
     assert meta["clock"] == model.clock
     assert meta["stats"] == model.stats()
-    assert meta["shape"] == {"model.neighbors": 8, "sessions.max_events": 6}
+    assert meta["shape"] == {
+        "model.neighbors": 8,
+        "sessions.max_events": 6,
+        "model.index_sessions": MODEL.index_sessions,
+        "model.knn_per_item": MODEL.knn_per_item,
+    }
+    used = min(model.session_index.next_serial, MODEL.index_sessions)
+    assert shapes["session_index.items"] == (used, SESSIONS.max_events)  # only the used records
 
 
 def test_series_are_cut_into_pieces(
@@ -454,7 +461,7 @@ def test_another_format_version_is_refused() -> None:
     meta = orjson.loads(arrays["meta"].tobytes())
     meta["format"] = STATE_FORMAT + 1
     arrays["meta"] = np.frombuffer(orjson.dumps(meta), dtype=np.uint8)
-    with pytest.raises(SnapshotMismatch, match="format is 2 in it, 1 here"):
+    with pytest.raises(SnapshotMismatch, match="format is 3 in it, 2 here"):
         load_state(arrays, ModelConfig(), SessionsConfig())
 
 

@@ -50,7 +50,7 @@ def test_session_expires_after_ttl_on_event_time() -> None:
 
 
 def test_sweep_frees_expired_slots_for_reuse() -> None:
-    sessions = make(ttl_s=100.0)
+    sessions = make(ttl_s=100.0, allowed_lateness_s=0.0)
     first = sessions.open("a", T0, T0)
     sessions.open("b", T0 + 50.0, T0 + 50.0)
     assert sessions.sweep(T0 + 120.0) == 1
@@ -61,7 +61,7 @@ def test_sweep_frees_expired_slots_for_reuse() -> None:
 
 def test_a_large_sweep_is_spread_over_several_events(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sessions_module, "SWEEP_BATCH", 2)
-    sessions = make(ttl_s=100.0)
+    sessions = make(ttl_s=100.0, allowed_lateness_s=0.0)
     for n in range(5):
         sessions.open(f"old{n}", T0, T0)
     assert sessions.sweep(T0 + 200.0) == 2
@@ -169,3 +169,65 @@ def test_the_table_grows_past_its_first_slots_and_keeps_every_session() -> None:
         assert sessions.recent(slot)[0].tolist() == [n + 1, n]
         assert sessions.last_ts[slot] == T0 + n
         assert sessions.previous_items(slot, n + 1, limit=5) == [n]
+
+
+# -- session time --------------------------------------------------------------------
+
+
+def test_a_late_event_takes_its_place_by_ts() -> None:
+    sessions = make(max_events=5)
+    slot = sessions.open("s", T0, T0)
+    for item, t in [(1, 10.0), (2, 20.0), (4, 40.0)]:
+        assert sessions.record(slot, item, VIEW, T0 + t) == 0
+    assert sessions.record(slot, 3, ADD, T0 + 30.0) == 1  # one kept event is newer
+    assert sessions.record(slot, 0, VIEW, T0 + 5.0) == 4
+    items, types = sessions.recent(slot)
+    assert items.tolist() == [4, 3, 2, 1, 0]
+    assert types.tolist() == [VIEW, ADD, VIEW, VIEW, VIEW]
+    assert sessions.sequence(slot) == [0, 1, 2, 3, 4]
+    # Full: an event older than all that are kept is not kept; a newer one drops the oldest.
+    assert sessions.record(slot, 9, VIEW, T0) == -1
+    assert sessions.record(slot, 5, VIEW, T0 + 25.0) == 2
+    assert sessions.sequence(slot) == [1, 2, 5, 3, 4]
+
+
+def test_around_gives_the_neighbours_on_both_sides_nearest_first() -> None:
+    sessions = make(max_events=8)
+    slot = sessions.open("s", T0, T0)
+    for item, t in [(1, 10.0), (2, 20.0), (1, 25.0), (4, 40.0), (5, 50.0)]:
+        sessions.record(slot, item, VIEW, T0 + t)
+    newer = sessions.record(slot, 3, VIEW, T0 + 30.0)
+    assert newer == 2
+    assert sessions.around(slot, newer, 3, limit=10) == ([1, 2], [4, 5])
+    assert sessions.around(slot, newer, 3, limit=1) == ([1], [4])
+    # A repeated item keeps its latest place in the sequence.
+    assert sessions.sequence(slot) == [2, 1, 3, 4, 5]
+
+
+def test_membership_is_session_time_and_liveness_the_model_clock() -> None:
+    sessions = make(ttl_s=100.0, allowed_lateness_s=1000.0)
+    slot = sessions.open("s", T0, T0 + 5000.0)  # arrives long after its time
+    sessions.record(slot, 1, VIEW, T0)
+    # Served: it arrived just now on the model clock.
+    assert sessions.lookup("s", T0 + 5000.0) == slot
+    # A later event within ttl_s of its own events joins it, however late it arrives.
+    assert sessions.open("s", T0 + 90.0, T0 + 5050.0) == slot
+    sessions.record(slot, 2, VIEW, T0 + 90.0)
+    assert sessions.sequence(slot) == [1, 2]
+    # More than ttl_s before its oldest event: an earlier visit, joins nothing.
+    assert sessions.open("s", T0 - 200.0, T0 + 5060.0) is None
+    # More than ttl_s after its newest: a new visit under the same id starts over.
+    assert sessions.open("s", T0 + 300.0, T0 + 5070.0) == slot
+    assert sessions.sequence(slot) == []
+
+
+def test_a_session_is_held_for_late_events_until_its_lateness_bound() -> None:
+    sessions = make(ttl_s=100.0, allowed_lateness_s=1000.0)
+    slot = sessions.open("s", T0, T0)
+    sessions.record(slot, 1, VIEW, T0)
+    assert sessions.lookup("s", T0 + 101.0) is None  # no longer served
+    assert sessions.sweep(T0 + 1100.0) == 0  # still held
+    assert sessions.open("s", T0 + 50.0, T0 + 1100.0) == slot
+    assert sessions.sequence(slot) == [1]  # the late event joined what was there
+    assert sessions.sweep(T0 + 1100.0 + 1101.0) == 1  # past the bound: freed
+    assert "s" not in sessions.slot_of
