@@ -142,7 +142,8 @@ class Blend:
             : self.filled, :, None
         ]
         rank = 1 + above.sum(axis=1)
-        quality = np.where(rank <= K, 1.0 / rank, 0.0).mean(axis=0)
+        hit = rank <= K
+        quality = hit.mean(axis=0) + np.where(hit, 1.0 / rank, 0.0).mean(axis=0)
         best = int(np.argmax(quality))  # the first best: the current weights on a tie
         self.weights = trials[best]
 

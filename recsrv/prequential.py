@@ -2,9 +2,11 @@
 on the live stream before each measured event is learnt.
 
 Every `every`-th eligible event (an item event of a session that already has items,
-to an item new to it) is measured: the blend ranks the session's candidates, the
-rank of the chosen item is recorded, and the blend learns from it. Counting events,
-not time, keeps it a function of the stream. HR@20 and MRR@20 are kept over all
+to an item new to it) is measured, and every one of the first WARM_UP: the blend
+ranks the session's candidates, the rank of the chosen item is recorded, and the
+blend learns from it. A young shop thus tunes its blend from its first sessions, and
+a busy one spends little on it. Counting events, not time, keeps it a function of
+the stream. HR@20 and MRR@20 are kept over all
 measured events and as exponential averages over about the last RECENT of them.
 
 Pure code.
@@ -19,6 +21,7 @@ import numpy.typing as npt
 
 K: Final = 20
 RECENT: Final = 1000
+WARM_UP: Final = 256
 
 
 class Prequential:
@@ -42,6 +45,8 @@ class Prequential:
 
     def due(self) -> bool:
         """Count an eligible event; True when this one is to be measured."""
+        if self.predictions < WARM_UP:
+            return True
         if self.countdown > 0:
             self.countdown -= 1
             return False
