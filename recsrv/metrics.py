@@ -7,8 +7,9 @@ and with labels a lookup, on every call (0.5-1.5 µs each, several per message),
 ingest cannot spare. Every number here is written and read on the event loop's
 thread only, so none needs a lock.
 
-Figures that describe the state (sessions, users, items, subscribers, checkpoint age)
-are read from their owners at scrape time, never kept up to date on the way.
+Figures that describe the state (sessions, users, items, subscribers, checkpoint age,
+the blend's weights and its prequential quality) are read from their owners at scrape
+time, never kept up to date on the way.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector, generate_latest
 from prometheus_client.core import (
@@ -26,6 +27,8 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
+
+from recsrv import prequential
 
 if TYPE_CHECKING:
     from recsrv.model import Model
@@ -296,6 +299,7 @@ def _state_families(metrics: Metrics) -> Iterator[Metric]:
     )
     for name, documentation, value in figures:
         yield GaugeMetricFamily(name, documentation, value=value)
+    yield from _blend_families(model.blend_report())
     if metrics.stream_end is not None:
         yield GaugeMetricFamily(
             "recsrv_stream_end_offset",
@@ -307,6 +311,36 @@ def _state_families(metrics: Metrics) -> Iterator[Metric]:
             "Messages between the last one applied and the stream's sampled end.",
             value=max(metrics.stream_end - model.offset, 0),
         )
+
+
+def _blend_families(report: Mapping[str, Any]) -> Iterator[Metric]:
+    """The blend's weights and its prequential quality (Model.blend_report: a handful of
+    numbers, cheap to read on every scrape)."""
+    weights = GaugeMetricFamily(
+        "recsrv_blend_weight",
+        "The blend's learnt weight of a scoring component (the weights sum to 1).",
+        labels=("component",),
+    )
+    for component, weight in report["weights"].items():
+        weights.add_metric((component,), weight)
+    yield weights
+    k = str(prequential.K)
+    for measure, name in (("hr", "HR"), ("mrr", "MRR")):
+        family = GaugeMetricFamily(
+            f"recsrv_prequential_{measure}",
+            f"{name}@k of the served blend on the item a shopper chose next, measured on "
+            "sampled events before they are learnt; window: all (since the state began) "
+            f"or recent (exponential average over about the last {prequential.RECENT}).",
+            labels=("k", "window"),
+        )
+        family.add_metric((k, "all"), report[measure])
+        family.add_metric((k, "recent"), report[f"recent_{measure}"])
+        yield family
+    yield CounterMetricFamily(
+        "recsrv_prequential_predictions",
+        "Events measured prequentially since the state began (restored with it).",
+        report["predictions"],
+    )
 
 
 def _labelled_counter(

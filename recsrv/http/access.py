@@ -3,7 +3,8 @@
     open    anyone: probes, this API's description, the SDK and the demo shop
     public  a public or a secret key: recommendation reads, live streams, and
             POST /v1/events (a public key may post browsing events only)
-    secret  a secret key: the catalog, forgetting a user, the item counters, admin
+    secret  a secret key: the catalog, forgetting a user, the item counters, the
+            model's weights and quality, admin
 
 A route missing from the table needs a secret key, so a new route is closed until
 someone decides otherwise. Pure data: the middleware (recsrv.http.security) and the
@@ -35,6 +36,8 @@ ROUTE_ACCESS: Final[dict[tuple[str, str], Access]] = {
     ("DELETE", "/v1/items/{item_id}"): Access.SECRET,
     ("DELETE", "/v1/users/{user_id}"): Access.SECRET,
     ("POST", "/v1/admin/checkpoint"): Access.SECRET,
+    # How well the shop's lists do, and what the blend learnt from its shoppers.
+    ("GET", "/v1/model"): Access.SECRET,
     ("GET", "/healthz"): Access.OPEN,
     ("GET", "/readyz"): Access.OPEN,
     # Open unless auth.protect_metrics (then secret): scrapers usually sit on a private network.

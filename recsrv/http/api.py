@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from recsrv import recommend
+from recsrv import prequential, recommend
 from recsrv.checkpointer import Checkpointer
 from recsrv.errors import BrokerError, EventError, StoreError
 from recsrv.events import (
@@ -225,6 +225,27 @@ async def get_item(request: web.Request) -> web.Response:
     return json_response({**info, "model": runtime.model_info()})
 
 
+async def get_model(request: web.Request) -> web.Response:
+    """The blend's learnt weights and the live prequential quality of the served lists."""
+    runtime = request.app[RUNTIME]
+    report = runtime.model.blend_report()
+    return json_response(
+        {
+            "weights": report["weights"],
+            "prequential": {
+                "k": prequential.K,
+                "hr": report["hr"],
+                "mrr": report["mrr"],
+                "recent_hr": report["recent_hr"],
+                "recent_mrr": report["recent_mrr"],
+                "predictions": report["predictions"],
+                "every": report["every"],
+            },
+            "model": runtime.model_info(),
+        }
+    )
+
+
 def _item_not_found(item_id: str) -> ApiError:
     return ApiError(404, "item_not_found", f"item {item_id!r} is not known")
 
@@ -406,6 +427,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/items/{item_id}/bought-together", get_bought_together)
     app.router.add_get("/v1/popular", get_popular)
     app.router.add_get("/v1/items/{item_id}", get_item)
+    app.router.add_get("/v1/model", get_model)
     app.router.add_put("/v1/items/{item_id}", put_item)
     app.router.add_delete("/v1/items/{item_id}", delete_item)
     app.router.add_delete("/v1/users/{user_id}", delete_user)

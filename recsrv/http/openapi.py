@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from recsrv import __version__
+from recsrv import __version__, prequential
 from recsrv.events import (
     MAX_ID_CHARS,
     MAX_LINE_ITEMS,
@@ -25,6 +25,7 @@ from recsrv.events import (
     MAX_URL_CHARS,
 )
 from recsrv.http.access import Access, route_access
+from recsrv.scoring.components import COMPONENTS
 
 Schema = dict[str, Any]
 
@@ -103,6 +104,10 @@ ERROR_MEANINGS = {
 
 def _ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _unit(description: str) -> Schema:
+    return {"type": "number", "minimum": 0, "maximum": 1, "description": description}
 
 
 def _json(schema: Schema, description: str) -> Schema:
@@ -313,6 +318,50 @@ SCHEMAS: dict[str, Schema] = {
                 },
             },
             "strategy": {"type": "string", "enum": ["session", "user", "item", "popular"]},
+            "model": _ref("ModelInfo"),
+        },
+    },
+    "ModelReport": {
+        "type": "object",
+        "required": ["weights", "prequential", "model"],
+        "properties": {
+            "weights": {
+                "type": "object",
+                "description": "the blend's learnt weight per scoring component; they sum to 1",
+                "required": list(COMPONENTS),
+                "properties": {
+                    name: {"type": "number", "minimum": 0, "maximum": 1} for name in COMPONENTS
+                },
+                "additionalProperties": False,
+            },
+            "prequential": {
+                "type": "object",
+                "description": "how the served blend ranked the item a shopper chose next, "
+                "measured on sampled stream events before they are learnt",
+                "required": ["k", "hr", "mrr", "recent_hr", "recent_mrr", "predictions", "every"],
+                "properties": {
+                    "k": {"const": prequential.K, "description": "the cut-off of HR and MRR"},
+                    "hr": _unit("HR@k over every measured event since the state began"),
+                    "mrr": _unit("MRR@k over every measured event since the state began"),
+                    "recent_hr": _unit(
+                        f"HR@k, exponential average over about the last {prequential.RECENT}"
+                    ),
+                    "recent_mrr": _unit(
+                        f"MRR@k, exponential average over about the last {prequential.RECENT}"
+                    ),
+                    "predictions": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "events measured since the state began",
+                    },
+                    "every": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": "one eligible event in this many is measured "
+                        f"(and each of the first {prequential.WARM_UP})",
+                    },
+                },
+            },
             "model": _ref("ModelInfo"),
         },
     },
@@ -594,6 +643,15 @@ def _paths(protect_metrics: bool) -> Schema:
                     CATEGORY,
                     _query("user_id", QUERY_ID, "the shopper, when known"),
                 ],
+            )
+        },
+        "/v1/model": {
+            "get": op(
+                "get",
+                "/v1/model",
+                "The blend's learnt weights and its live prequential "
+                f"HR@{prequential.K} and MRR@{prequential.K} (secret key)",
+                {"200": _json(_ref("ModelReport"), "weights, quality and the model's position")},
             )
         },
         "/v1/admin/checkpoint": {

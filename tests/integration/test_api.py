@@ -11,8 +11,11 @@ import time
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp.test_utils import TestClient
 
+from recsrv.config import ModelConfig
+from recsrv.scoring.components import COMPONENTS
 from tests.conftest import JSON, post_events, wait_for_events
 
 Client = TestClient[Any, Any]
@@ -127,6 +130,38 @@ async def test_user_history_and_forget(client: Client) -> None:
     assert all(i["reason"] == "popular" for i in recs["items"])
 
 
+async def test_model_reports_the_blend_and_its_prequential_quality(client: Client) -> None:
+    before = await get_json(client, "/v1/model")
+    assert set(before) == {"weights", "prequential", "model"}
+    assert list(before["weights"]) == list(COMPONENTS)
+    assert sum(before["weights"].values()) == pytest.approx(1, abs=1e-9)
+    assert before["prequential"] == {
+        "k": 20,
+        "hr": 0.0,
+        "mrr": 0.0,
+        "recent_hr": 0.0,
+        "recent_mrr": 0.0,
+        "predictions": 0,
+        "every": ModelConfig().blend_every,
+    }
+    assert before["model"] == {"offset": -1, "events": 0}
+    # Ten shoppers walk the same aisle: from each one's second view on, the blend is
+    # asked to rank the next item before it learns it.
+    history = []
+    for n in range(10):
+        history += browse(f"s{n}", ["tent", "stove", "mat", "lamp"], ts=1_700_000_000 + 100 * n)
+    await post_events(client, history)
+    model = await wait_for_events(client, 40)
+    after = await get_json(client, "/v1/model")
+    assert after["model"] == model
+    assert list(after["weights"]) == list(COMPONENTS)
+    assert sum(after["weights"].values()) == pytest.approx(1, abs=1e-9)
+    quality = after["prequential"]
+    assert quality["predictions"] > before["prequential"]["predictions"]
+    assert 0 < quality["mrr"] <= quality["hr"] <= 1
+    assert 0 < quality["recent_mrr"] <= quality["recent_hr"] <= 1
+
+
 async def test_invalid_requests_get_clear_errors_and_publish_nothing(client: Client) -> None:
     good = {"type": "view", "session_id": "s", "item_id": "x"}
     bad = {"type": "view", "item_id": "x"}
@@ -198,6 +233,7 @@ async def test_operational_endpoints(client: Client) -> None:
         "/v1/items/{item_id}",
         "/v1/users/{user_id}",
         "/v1/events",
+        "/v1/model",
         "/healthz",
         "/readyz",
         "/metrics",

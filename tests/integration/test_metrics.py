@@ -3,28 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from recsrv.config import BrokerConfig, ServerConfig, StoreConfig
-from tests.conftest import ServerFactory, post_events
+from recsrv.scoring.components import COMPONENTS
+from tests.conftest import AMQP_URL, ServerFactory, free_port, post_events, spawn_recsrv
 
 Client = TestClient[Any, Any]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 STREAM_ROUTE = "/v1/sessions/{session_id}/stream"
 
 
-async def scrape(client: Client) -> Samples:
+async def scrape(client: Client | aiohttp.ClientSession) -> Samples:
     response = await client.get("/metrics")
     assert response.status == 200
+    return parse(await response.text())
+
+
+def parse(text: str) -> Samples:
     samples: Samples = {}
-    for family in text_string_to_metric_families(await response.text()):
+    for family in text_string_to_metric_families(text):
         for sample in family.samples:
             samples[sample.name, frozenset(sample.labels.items())] = sample.value
     return samples
@@ -216,5 +223,145 @@ async def test_metrics_body_is_prometheus_text(make_server: ServerFactory) -> No
         "recsrv_users",
         "recsrv_items",
         "recsrv_process_resident_memory_bytes",
+        "recsrv_blend_weight",
+        "recsrv_prequential_hr",
+        "recsrv_prequential_mrr",
+        "recsrv_prequential_predictions",
     }
     assert all(name.startswith("recsrv_") for name in names)
+
+
+# ---- the blend and its prequential quality, in a real `recsrv run` -----------------
+
+SECRET = "sk_metrics_3c7a9e1f5b2d"
+PUBLIC = "pk_metrics_6e0b4d8a2f1c"
+
+
+def aisle_sessions(first: int, count: int) -> list[dict[str, Any]]:
+    """Shoppers who mostly walk one aisle in order, some skipping a shelf: from each
+    one's second view on, the blend ranks the next item before it learns it."""
+    aisle = ["tent", "stove", "mat", "lamp", "pan", "mug", "rope"]
+    events = []
+    for n in range(first, first + count):
+        walk = aisle[n % 3 :: 1 + n % 2][:4]
+        ts = 1_700_000_000 + 100 * n
+        events += [
+            {"type": "view", "session_id": f"s{n}", "item_id": item, "ts": ts + position}
+            for position, item in enumerate(walk)
+        ]
+    return events
+
+
+async def wait_listening(http: aiohttp.ClientSession, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        assert server.poll() is None, "recsrv exited"
+        try:
+            async with http.get("/readyz") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        assert time.monotonic() < deadline, "recsrv never became ready"
+        await asyncio.sleep(0.1)
+
+
+async def blend_report(http: aiohttp.ClientSession, events: int) -> dict[str, Any]:
+    """GET /v1/model once the model has applied `events` events."""
+    deadline = time.monotonic() + 20
+    while True:
+        async with http.get("/v1/model", headers={"Authorization": f"Bearer {SECRET}"}) as response:
+            assert response.status == 200, await response.text()
+            report: dict[str, Any] = await response.json()
+        if report["model"]["events"] >= events:
+            return report
+        assert time.monotonic() < deadline, f"{events} events never applied: {report}"
+        await asyncio.sleep(0.05)
+
+
+def blend_figures(samples: Samples) -> dict[str, Any]:
+    """The blend's figures on /metrics, in the shape of GET /v1/model."""
+    quality = {
+        f"{prefix}{measure}": value(samples, f"recsrv_prequential_{measure}", k="20", window=window)
+        for measure in ("hr", "mrr")
+        for prefix, window in (("", "all"), ("recent_", "recent"))
+    }
+    return {
+        "weights": {c: value(samples, "recsrv_blend_weight", component=c) for c in COMPONENTS},
+        "prequential": {
+            **quality,
+            "predictions": value(samples, "recsrv_prequential_predictions_total"),
+        },
+        "model": {
+            "offset": value(samples, "recsrv_model_offset"),
+            "events": value(samples, "recsrv_model_events"),
+        },
+    }
+
+
+def without_k_and_every(report: dict[str, Any]) -> dict[str, Any]:
+    quality = {
+        name: figure for name, figure in report["prequential"].items() if name not in ("k", "every")
+    }
+    return {**report, "prequential": quality}
+
+
+@pytest.mark.timeout(90)
+async def test_blend_figures_on_metrics_are_those_of_v1_model(
+    tmp_path: Path, amqp_config: BrokerConfig, amqp_publish: Any
+) -> None:
+    port = free_port()
+    env = {
+        "RECSRV_BROKER__URL": AMQP_URL,
+        "RECSRV_BROKER__EXCHANGE": amqp_config.exchange,
+        "RECSRV_BROKER__QUEUE": amqp_config.queue,
+        "RECSRV_BROKER__INVALID_EXCHANGE": amqp_config.invalid_exchange,
+        "RECSRV_BROKER__MAX_AGE": amqp_config.max_age,
+        "RECSRV_AUTH__SECRET_KEYS": SECRET,
+        "RECSRV_AUTH__PUBLIC_KEYS": PUBLIC,
+    }
+    server, log = spawn_recsrv(tmp_path, port, env)
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+            try:
+                await _blend_figures_agree(http, server, amqp_publish)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{log.read_text()}") from None
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+async def _blend_figures_agree(
+    http: aiohttp.ClientSession, server: subprocess.Popen[bytes], publish: Any
+) -> None:
+    await wait_listening(http, server)
+    # A secret route: no key is 401, a public key 403.
+    async with http.get("/v1/model") as response:
+        assert response.status == 401
+        assert (await response.json())["error"] == "unauthorized"
+    async with http.get("/v1/model", headers={"Authorization": f"Bearer {PUBLIC}"}) as response:
+        assert response.status == 403
+        assert (await response.json())["error"] == "forbidden"
+
+    start = await blend_report(http, 0)
+    assert start["prequential"]["predictions"] == 0
+    assert blend_figures(await scrape(http)) == without_k_and_every(start)
+
+    # Over the stream, in two rounds: the measured predictions grow with each.
+    seen = start
+    for first, count in ((0, 12), (12, 30)):
+        events = aisle_sessions(first, count)
+        for session in range(0, len(events), 4):
+            await publish(events[session : session + 4])
+        report = await blend_report(http, seen["model"]["events"] + len(events))
+        assert list(report["weights"]) == list(COMPONENTS)
+        assert abs(sum(report["weights"].values()) - 1) <= 1e-9
+        assert report["prequential"]["k"] == 20
+        assert report["prequential"]["predictions"] > seen["prequential"]["predictions"]
+        assert 0 <= report["prequential"]["mrr"] <= report["prequential"]["hr"] <= 1
+        # Nothing else is published: the scrape sees the state /v1/model saw.
+        assert blend_figures(await scrape(http)) == without_k_and_every(report)
+        seen = report
+    # By now the blend has searched its sample and moved off the weights it starts with.
+    assert seen["weights"] != start["weights"]

@@ -78,6 +78,7 @@ async def test_no_key_or_an_unknown_key_gets_401(make_server: ServerFactory) -> 
             ("GET", "/v1/popular"),
             ("PUT", "/v1/items/x"),
             ("GET", "/v1/items/x"),
+            ("GET", "/v1/model"),
         ):
             response = await client.request(method, path, headers=headers)
             status, body = await status_and_body(response)
@@ -95,6 +96,7 @@ async def test_a_public_key_on_a_secret_route_gets_403(make_server: ServerFactor
         ("GET", "/v1/items/lamp", None),
         ("DELETE", "/v1/users/u1", None),
         ("POST", "/v1/admin/checkpoint", None),
+        ("GET", "/v1/model", None),
     ):
         response = await client.request(method, path, data=data, headers={**JSON, **bearer(PUBLIC)})
         status, body = await status_and_body(response)
@@ -118,6 +120,8 @@ async def test_each_kind_of_key_gets_what_it_may(make_server: ServerFactory) -> 
             assert response.status == 200, (path, await response.text())
     response = await client.get("/v1/items/a", headers=secret)
     assert (await response.json())["title"] == "A"
+    response = await client.get("/v1/model", headers=secret)
+    assert (await response.json())["model"]["events"] == 3
     response = await client.post("/v1/admin/checkpoint", headers=secret)
     assert response.status == 200
     # Open routes ask for nothing, and ignore a key they are given.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from recsrv.http.observe import (
 )
 from recsrv.metrics import Buckets, Metrics
 from recsrv.runtime import Runtime
+from recsrv.scoring.components import COMPONENTS
 from recsrv.store.files import FileStore
 
 # A process prefix and a counter, in hex.
@@ -91,6 +93,7 @@ def test_plain_numbers_render_as_prometheus_families() -> None:
     assert not [key for key in samples if ("route", stream) in key[1] and "duration" in key[0]]
     # No model or hub watched: those figures are absent rather than invented.
     assert value(samples, "recsrv_sessions") is None
+    assert value(samples, "recsrv_prequential_predictions_total") is None
     assert value(samples, "recsrv_sse_subscribers") is None
     assert value(samples, "recsrv_checkpoint_age_seconds") is None
     assert (value(samples, "recsrv_process_resident_memory_bytes") or 0) > 1_000_000
@@ -125,6 +128,75 @@ async def test_lag_in_messages_is_the_sampled_end_minus_the_model_offset(tmp_pat
     assert value(samples, "recsrv_model_offset") == 1
     assert value(samples, "recsrv_sessions") == 1
     assert value(samples, "recsrv_items") == 2
+
+
+def browsing_sessions(sessions: int, seed: int = 3) -> list[bytes]:
+    """One message per session: five views that mostly step through a ring of 40 items,
+    with jumps, so that the components disagree and the blend has something to learn."""
+    rng = random.Random(seed)
+    messages = []
+    for n in range(sessions):
+        start = rng.randrange(40)
+        items = [f"i{(start + step * rng.choice((1, 1, 2, 7))) % 40}" for step in range(5)]
+        ts = 1_700_000_000 + 100 * n
+        views = [
+            {"type": "view", "session_id": f"s{n}", "item_id": item, "ts": ts + position}
+            for position, item in enumerate(items)
+        ]
+        messages.append(orjson.dumps(views))
+    return messages
+
+
+def blend_samples(samples: Samples) -> dict[str, Any]:
+    """The blend's figures on /metrics, in the shape of Model.blend_report."""
+    return {
+        "weights": {c: value(samples, "recsrv_blend_weight", component=c) for c in COMPONENTS},
+        **{
+            f"{prefix}{measure}": value(
+                samples, f"recsrv_prequential_{measure}", k="20", window=window
+            )
+            for measure in ("hr", "mrr")
+            for prefix, window in (("", "all"), ("recent_", "recent"))
+        },
+        "predictions": value(samples, "recsrv_prequential_predictions_total"),
+    }
+
+
+async def test_blend_weights_and_prequential_quality_are_read_at_scrape(tmp_path: Path) -> None:
+    log = MemoryEventLog()
+    runtime = Runtime.build(Config(), log, FileStore(str(tmp_path)))
+    before = blend_samples(samples_of(runtime.metrics))
+    report = runtime.model.blend_report()
+    del report["every"]
+    assert before == report
+    assert before["predictions"] == 0
+    for body in browsing_sessions(30):
+        await log.publish(body, "view")
+    for message in log.messages:
+        await runtime.consumer.apply(message)
+    report = runtime.model.blend_report()
+    del report["every"]
+    # Enough measured events for the blend to have searched and moved off its prior.
+    assert report["predictions"] > 64
+    assert report["weights"] != before["weights"]
+    assert 0 < report["hr"] < 1 and 0 < report["mrr"] < report["hr"]
+    after = blend_samples(samples_of(runtime.metrics))
+    assert after == report
+    assert sum(after["weights"].values()) == pytest.approx(1, abs=1e-9)
+    # Past about RECENT measured events the two windows part: each has its own label.
+    quality = runtime.model.prequential
+    quality.predictions, quality.hits, quality.reciprocal_sum = 4000, 2000, 600.0
+    quality.recent_hr, quality.recent_mrr = 0.7, 0.25
+    samples = samples_of(runtime.metrics)
+    assert value(samples, "recsrv_prequential_hr", k="20", window="all") == 0.5
+    assert value(samples, "recsrv_prequential_hr", k="20", window="recent") == 0.7
+    assert value(samples, "recsrv_prequential_mrr", k="20", window="all") == 0.15
+    assert value(samples, "recsrv_prequential_mrr", k="20", window="recent") == 0.25
+    assert value(samples, "recsrv_prequential_predictions_total") == 4000
+    # The scrape follows a model swapped in by a restore.
+    fresh = Runtime.build(Config(), MemoryEventLog(), FileStore(str(tmp_path))).model
+    runtime.replace_model(fresh)
+    assert value(samples_of(runtime.metrics), "recsrv_prequential_predictions_total") == 0
 
 
 @pytest.mark.parametrize("error", [BrokerError("down"), RuntimeError("a bug")])
