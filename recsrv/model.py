@@ -304,6 +304,7 @@ class Model:
         new to it, rank that item with the blend as served now, then let the blend learn."""
         if not self.sessions.lengths[slot] or not self.prequential.due():
             return
+        self._flush()  # the scorers read the neighbour tables: queued pairs first
         context = components.context(self, slot, user)
         if idx in context.sequence:
             self.prequential.countdown = 0  # not eligible: measure the next one instead
@@ -326,16 +327,22 @@ class Model:
         """
         steps = max(self.config.window, self.config.sr_steps)
         before, after = self.sessions.around(slot, newer, idx, steps)
-        forward, backward = self._forward[code], self._backward[code]
         window = self.config.window
         if before:
+            forward, backward = self._forward[code], self._backward[code]
             self.similar.queue_sequence(idx, before[:window], forward, backward, ts)
             self.successors.queue_to_rows(before, idx, self._successor_weights[: len(before)], ts)
-        if after:
-            for distance, later in enumerate(after[:window]):
-                self.similar.queue(later, [idx], [backward[distance]], ts)
-            self.similar.queue(idx, after[:window], forward[: len(after[:window])], ts)
-            self.successors.queue(idx, after, self._successor_weights[: len(after)], ts)
+        # Each later item weighs and dates its pair as its own event would have, had it
+        # come after this one.
+        for distance, (later, later_code, later_ts) in enumerate(after):
+            if later_code not in self._forward:
+                continue  # a removal or search pairs with nothing
+            if distance < window:
+                ahead = self._forward[later_code][distance]
+                back = self._backward[later_code][distance]
+                self.similar.queue(idx, [later], [ahead], later_ts)
+                self.similar.queue(later, [idx], [back], later_ts)
+            self.successors.queue(idx, [later], [self._successor_weights[distance]], later_ts)
 
     def _index(self, slot: int, idx: int) -> None:
         """Bring the session's record in the session index up to date."""

@@ -113,18 +113,22 @@ class Sessions:
         """Up to `limit` distinct items of the session, newest first, other than `item`."""
         return self.around(slot, -1, item, limit)[0]
 
-    def around(self, slot: int, newer: int, item: int, limit: int) -> tuple[list[int], list[int]]:
+    def around(
+        self, slot: int, newer: int, item: int, limit: int
+    ) -> tuple[list[int], list[tuple[int, int, float]]]:
         """The distinct items (other than `item`) older and newer than the event that
         `record` placed with `newer` events after it, each list nearest first and at
-        most `limit` long. newer = -1 means no event was placed: all are older."""
+        most `limit` long; the newer ones with the type code and ts of their event.
+        newer = -1 means no event was placed: all are older."""
         width = self.max_events
         items, base, head = self._flat_items, slot * width, self._flat_heads[slot]
         length = self._flat_lengths[slot]
-        after: list[int] = []
+        after: dict[int, tuple[int, int, float]] = {}
         for back in range(newer, 0, -1):  # the newer events, nearest (oldest) first
-            other = items[base + (head - back) % width]
+            at = base + (head - back) % width
+            other = items[at]
             if other != item and other not in after:
-                after.append(other)
+                after[other] = (other, self._flat_types[at], self._flat_times[at])
                 if len(after) == limit:
                     break
         before: list[int] = []
@@ -134,7 +138,7 @@ class Sessions:
                 before.append(other)
                 if len(before) == limit:
                     break
-        return before, after
+        return before, list(after.values())
 
     def sequence(self, slot: int) -> list[int]:
         """The session's distinct items in `ts` order, oldest first; a repeated item

@@ -327,7 +327,7 @@ def test_same_events_give_the_same_state() -> None:
         for n in range(400)
     ]
     first, second = build(events), build(events)
-    for table in ("similar", "bought_together"):
+    for table in ("similar", "successors", "bought_together"):
         assert np.array_equal(getattr(first, table).ids, getattr(second, table).ids)
         assert np.array_equal(getattr(first, table).weights, getattr(second, table).weights)
     assert np.array_equal(first.popularity.scores, second.popularity.scores)
@@ -359,7 +359,7 @@ def mixed_stream(count: int, items: int, seed: int = 7) -> list[Event]:
 
 
 def assert_same_state(first: Model, second: Model) -> None:
-    for table in ("similar", "bought_together"):
+    for table in ("similar", "successors", "bought_together"):
         mine, theirs = getattr(first, table), getattr(second, table)
         assert np.array_equal(mine.ids, theirs.ids), table
         assert np.array_equal(mine.weights, theirs.weights), table  # bit for bit
@@ -370,6 +370,12 @@ def assert_same_state(first: Model, second: Model) -> None:
         assert np.array_equal(getattr(first.sessions, name), getattr(second.sessions, name))
     assert first.users.profiles == second.users.profiles
     assert (first.events, first.clock) == (second.events, second.clock)
+    for name, array in first.session_index.to_arrays(len(first.items)).items():
+        theirs = second.session_index.to_arrays(len(second.items))[name]
+        assert np.array_equal(array, theirs), name
+    for name, array in first.blend.to_arrays().items():
+        assert np.array_equal(array, second.blend.to_arrays()[name]), name
+    assert np.array_equal(first.prequential.to_array(), second.prequential.to_array())
 
 
 @pytest.mark.parametrize("batch", [1, 7, 100, 3000])
@@ -457,3 +463,103 @@ def test_without_on_error_a_failing_event_stops_the_batch_after_applying_what_ca
         )
     assert model.events == 2
     assert row(model, "similar", "a") == pytest.approx({"b": 1.0})  # flushed, not lost
+
+
+# -- event order ---------------------------------------------------------------------
+
+
+def sessions_stream(seed: int = 11, repeats: bool = True) -> list[Event]:
+    """Interleaved sessions (several live at once) over few items, in time order; with
+    `repeats`, a session may come back to an item."""
+    rng = np.random.default_rng(seed)
+    events: list[Event] = []
+    for n in range(60):
+        start = 40.0 * n
+        length = int(rng.integers(2, 7))
+        items = rng.integers(15, size=length) if repeats else rng.permutation(15)[:length]
+        for step, item in enumerate(items.tolist()):
+            kind = "add_to_cart" if step == 3 else "view"
+            events.append(act(kind, f"s{n}", f"i{item}", t=start + 30.0 * step))
+    return sorted(events, key=lambda event: event.ts)
+
+
+def tables(model: Model) -> dict[str, dict[tuple[str, str], float]]:
+    """Every pair of every neighbour table, by item ids: order-free, for comparison."""
+    found: dict[str, dict[tuple[str, str], float]] = {}
+    for table in ("similar", "successors", "bought_together"):
+        pairs = {}
+        for idx, item in enumerate(model.items.ids):
+            for partner, weight in row(model, table, item).items():
+                pairs[(item, partner)] = weight
+        found[table] = pairs
+    return found
+
+
+def sequences(model: Model) -> dict[str, list[str]]:
+    ids = model.items.ids
+    return {
+        session: [ids[i] for i in model.sessions.sequence(slot)]
+        for session, slot in model.sessions.slot_of.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("within", "repeats"), [("in_order", True), ("in_order", False), ("reversed", False)]
+)
+def test_a_file_grouped_by_session_teaches_what_time_order_teaches(
+    within: str, repeats: bool
+) -> None:
+    """Exactly, for sessions grouped in their own order; for sessions that arrive
+    backwards too, unless they repeat an item (a pair's distance then counts the
+    distinct items that were there when it was learnt)."""
+    in_time = sessions_stream(repeats=repeats)
+    by_session: dict[str, list[Event]] = {}
+    for event in in_time:
+        assert isinstance(event, Interaction)
+        by_session.setdefault(event.session_id, []).append(event)
+    grouped = [
+        event
+        for events in by_session.values()
+        for event in (events if within == "in_order" else reversed(events))
+    ]
+    assert [e.ts for e in grouped] != sorted(e.ts for e in grouped)  # really out of order
+    config = {"neighbors": 50}  # rows never fill: nothing is evicted in either order
+    sorted_model, grouped_model = build(in_time, **config), build(grouped, **config)
+    assert sequences(grouped_model) == sequences(sorted_model)
+    mine, theirs = tables(grouped_model), tables(sorted_model)
+    for table in mine:
+        assert mine[table].keys() == theirs[table].keys(), table
+        assert mine[table] == pytest.approx(theirs[table], rel=1e-9), table
+
+
+def test_a_late_event_is_paired_with_the_items_around_it_by_ts() -> None:
+    events = [act("view", "s", "a"), act("view", "s", "c", t=20), act("view", "s", "b", t=10)]
+    model = build(events)
+    assert sequences(model) == {"s": ["a", "b", "c"]}
+    # b sits between a and c: a→b and b→c are next steps, a→c two steps as before.
+    assert row(model, "successors", "a") == pytest.approx({"c": 1.0, "b": 1.0}, rel=1e-4)
+    assert row(model, "successors", "b") == pytest.approx({"c": 1.0}, rel=1e-4)
+    assert row(model, "similar", "c") == pytest.approx({"a": 0.5, "b": 0.5}, rel=1e-4)
+
+
+def test_sessions_arriving_a_day_late_are_learnt_and_served() -> None:
+    late = [act("view", "old", "x", t=0), act("view", "old", "y", t=10)]
+    model = build([act("view", "now", "z", t=86400.0), *late])
+    assert row(model, "successors", "x") == pytest.approx(
+        {"y": 2.0 ** (-(86400.0 - 10.0) / (30 * 86400.0))}
+    )
+    # The late session just arrived: it is live, and recommendable.
+    assert model.sessions.lookup("old", model.clock) is not None
+
+
+def test_an_event_for_a_session_past_its_lateness_bound_starts_it_afresh() -> None:
+    sessions = SessionsConfig(ttl_s=100.0, allowed_lateness_s=50.0)
+    events = [
+        act("view", "s", "a", t=0),
+        act("view", "other", "b", t=1000),  # the clock moves past 0 + 100 + 50
+        act("view", "other", "b2", t=1001),
+        act("view", "s", "c", t=10),  # within ttl_s of a, but s was reclaimed
+    ]
+    model = build(events, sessions)
+    assert sequences(model)["s"] == ["c"]
+    assert row(model, "successors", "a") == {}

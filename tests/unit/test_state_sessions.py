@@ -198,8 +198,9 @@ def test_around_gives_the_neighbours_on_both_sides_nearest_first() -> None:
         sessions.record(slot, item, VIEW, T0 + t)
     newer = sessions.record(slot, 3, VIEW, T0 + 30.0)
     assert newer == 2
-    assert sessions.around(slot, newer, 3, limit=10) == ([1, 2], [4, 5])
-    assert sessions.around(slot, newer, 3, limit=1) == ([1], [4])
+    later = [(4, VIEW, T0 + 40.0), (5, VIEW, T0 + 50.0)]
+    assert sessions.around(slot, newer, 3, limit=10) == ([1, 2], later)
+    assert sessions.around(slot, newer, 3, limit=1) == ([1], later[:1])
     # A repeated item keeps its latest place in the sequence.
     assert sessions.sequence(slot) == [2, 1, 3, 4, 5]
 
