@@ -488,7 +488,7 @@ def tables(model: Model) -> dict[str, dict[tuple[str, str], float]]:
     found: dict[str, dict[tuple[str, str], float]] = {}
     for table in ("similar", "successors", "bought_together"):
         pairs = {}
-        for idx, item in enumerate(model.items.ids):
+        for item in model.items.ids:
             for partner, weight in row(model, table, item).items():
                 pairs[(item, partner)] = weight
         found[table] = pairs
