@@ -1,0 +1,105 @@
+"""The scoring components, each on a tiny shop worked out by hand."""
+
+import math
+from typing import Any
+
+import pytest
+
+from recsrv.config import ModelConfig, SessionsConfig
+from recsrv.model import Model
+from recsrv.scoring import FOLLOWS, SIMILAR_SESSIONS, Scores, components, sequence, session_knn
+from tests.unit.builders import act
+
+
+def shop(**config: Any) -> Model:
+    """n1 went a → b → c, n2 went b → d, and the current session s went a → b."""
+    model = Model(ModelConfig(**config), SessionsConfig())
+    for session, items, start in [("n1", "abc", 0), ("n2", "bd", 100), ("s", "ab", 200)]:
+        for step, item in enumerate(items):
+            model.apply(act("view", session, item, t=start + 10 * step))
+    return model
+
+
+def score_of(model: Model, scorer: Any, session: str = "s") -> dict[str, float]:
+    slot = model.sessions.lookup(session, model.clock)
+    assert slot is not None
+    found: Scores = scorer(model, components.context(model, slot, -1))
+    ids = model.items.ids
+    return {ids[i]: v for i, v in zip(found.items.tolist(), found.scores.tolist(), strict=True)}
+
+
+def test_sequence_follows_the_newest_items_rows_weighted_by_recency() -> None:
+    model = shop()
+    # Rows (1/distance): b → c 1, d 1; a → b 1 + 1 (n1 and s), c 1/2. Each row is scaled
+    # to its largest; b, the newest, counts 1 and a SEQUENCE_DECAY.
+    decay = sequence.SEQUENCE_DECAY
+    assert score_of(model, sequence.score) == pytest.approx(
+        {"c": 1.0 + decay * 0.25, "d": 1.0, "b": decay}, rel=1e-4
+    )
+    slot = model.sessions.lookup("s", model.clock)
+    assert slot is not None
+    found = sequence.score(model, components.context(model, slot, -1))
+    b = model.items.get("b")
+    assert found.kinds.tolist() == [FOLLOWS] * 3
+    assert set(found.sources.tolist()) == {b, model.items.get("a")}
+
+
+def expected_knn(idf: dict[str, float] | None = None) -> dict[str, float]:
+    """STAN/VSTAN for s = (a, b) by hand. λ = mean record length = (3 + 2 + 2) / 3."""
+    spread = 7 / 3
+    w = {1: math.exp(-1 / spread), 2: 1.0}  # position weights in s
+    norm = math.sqrt(w[1] ** 2 + w[2] ** 2)
+    sim_n1 = (w[1] + w[2]) / (norm * math.sqrt(3))  # shares a and b; newest shared: b
+    sim_n2 = w[2] / (norm * math.sqrt(2))  # shares b
+    near = math.exp(-1 / spread)  # one step from the shared item b inside the neighbour
+    scores = {
+        "a": sim_n1 * near,
+        "b": sim_n1 + sim_n2,
+        "c": sim_n1 * near,
+        "d": sim_n2 * near,
+    }
+    if idf is not None:
+        scores = {item: value * (1 + idf[item]) for item, value in scores.items()}
+    return scores
+
+
+def test_session_knn_is_vstan_on_the_session_index() -> None:
+    model = shop(knn_recency_s=1e9, knn_idf_weight=0.0)
+    assert score_of(model, session_knn.score) == pytest.approx(expected_knn(), rel=1e-6)
+
+
+def test_session_knn_weighs_rare_items_up_by_idf() -> None:
+    model = shop(knn_recency_s=1e9, knn_idf_weight=1.0)
+    # 3 sessions; a is in 2 of them, b in 3, c and d in 1.
+    idf = {"a": math.log(3 / 2), "b": 0.0, "c": math.log(3), "d": math.log(3)}
+    assert score_of(model, session_knn.score) == pytest.approx(expected_knn(idf), rel=1e-6)
+
+
+def test_session_knn_prefers_neighbours_near_in_time() -> None:
+    model = shop(knn_recency_s=100.0, knn_idf_weight=0.0)
+    found = score_of(model, session_knn.score)
+    # n1 ended at t=20, n2 at t=110, s at t=210: n1's items lose exp(-190/100).
+    by_hand = expected_knn()
+    assert found["c"] == pytest.approx(by_hand["c"] * math.exp(-190 / 100), rel=1e-6)
+    assert found["d"] == pytest.approx(by_hand["d"] * math.exp(-100 / 100), rel=1e-6)
+
+
+def test_session_knn_takes_the_most_recent_candidates_and_the_nearest_neighbours() -> None:
+    model = shop(knn_recency_s=1e9, knn_idf_weight=0.0, knn_sample=1)
+    # Only the most recent candidate (n2) is compared: a and c never show up.
+    assert set(score_of(model, session_knn.score)) == {"b", "d"}
+    model = shop(knn_recency_s=1e9, knn_idf_weight=0.0, knn_neighbors=1)
+    # Both are compared, n1 is the more similar and the only one kept.
+    assert set(score_of(model, session_knn.score)) == {"a", "b", "c"}
+
+
+def test_session_knn_reason_and_the_own_session_left_out() -> None:
+    model = shop(knn_recency_s=1e9)
+    slot = model.sessions.lookup("s", model.clock)
+    assert slot is not None
+    found = session_knn.score(model, components.context(model, slot, -1))
+    assert set(found.kinds.tolist()) == {SIMILAR_SESSIONS}
+    # s itself is indexed but no neighbour of its own: alone, nothing is found.
+    lonely = Model(ModelConfig(), SessionsConfig())
+    lonely.apply(act("view", "s", "a"))
+    assert score_of(lonely, session_knn.score) == {}
