@@ -279,7 +279,7 @@ class Model:
                 if newer >= 0:
                     if code in self._forward:
                         self._learn_sequence(slot, idx, code, ts, newer)
-                    self._index(slot, idx)
+                    self._index(slot, idx, newer, ts)
             self._cart_effect(slot, user, idx, code, event.quantity, ts)
         if event.items and code == PURCHASE:
             self._purchase_lines(slot, user, event.items, ts)
@@ -344,18 +344,22 @@ class Model:
                 self.similar.queue(later, [idx], [back], later_ts)
             self.successors.queue(idx, [later], [self._successor_weights[distance]], later_ts)
 
-    def _index(self, slot: int, idx: int) -> None:
-        """Bring the session's record in the session index up to date."""
+    def _index(self, slot: int, idx: int, newer: int, ts: float) -> None:
+        """Bring the session's record in the session index up to date: the event's item
+        goes last (in ts order), or the record is rebuilt around a late one."""
         sessions, index = self.sessions, self.session_index
         serial = int(sessions.records[slot])
         if not index.holds(serial):
             serial = index.new_record()
             sessions.records[slot] = serial
-            entered = [idx]
+            index.write(serial, sessions.sequence(slot), [idx], ts)
+        elif newer == 0:
+            index.append(serial, idx, ts)
         else:
             record = serial % index.capacity
-            entered = [] if idx in index.items[record, : index.lengths[record]] else [idx]
-        index.write(serial, sessions.sequence(slot), entered, float(sessions.last_ts[slot]))
+            kept = index.items[record, : index.lengths[record]]
+            entered = [] if idx in kept else [idx]
+            index.write(serial, sessions.sequence(slot), entered, ts)
 
     def _cart_effect(
         self, slot: int | None, user: int, idx: int, code: int, quantity: int, ts: float

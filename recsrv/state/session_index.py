@@ -57,6 +57,8 @@ class SessionIndex:
         self.item_sessions = np.zeros(item_capacity, dtype=np.int64)
 
     def _flat_views(self) -> None:
+        self._flat_items = self.items.data.cast("B").cast("i")
+        self._flat_lengths = self.lengths.data.cast("B").cast("i")
         self._flat_item_records = self.item_records.data.cast("B").cast("i")
         self._flat_item_heads = self.item_heads.data.cast("B").cast("i")
         self._flat_item_sessions = self.item_sessions.data.cast("B").cast("q")
@@ -114,6 +116,37 @@ class SessionIndex:
             rings[item * per_item + head] = record
             heads[item] = (head + 1) % per_item
             counts[item] += 1
+
+    def append(self, serial: int, item: int, ts: float) -> None:
+        """`write` for an event in ts order, without rebuilding the record: the item
+        moves to the end of the record (or joins it there, the oldest leaving a full one)."""
+        record = serial % self.capacity
+        width, items = self.width, self._flat_items
+        base, length = record * width, self._flat_lengths[record]
+        found = -1
+        for at in range(base, base + length):
+            if items[at] == item:
+                found = at
+                break
+        if found < 0 and length < width:
+            items[base + length] = item
+            self._flat_lengths[record] = length + 1
+            self.length_sum += 1
+        else:
+            start = found if found >= 0 else base  # close the gap, or drop the oldest
+            for at in range(start, base + length - 1):
+                items[at] = items[at + 1]
+            items[base + length - 1] = item
+        if ts > self.last_ts[record]:
+            self.last_ts[record] = ts
+        if found < 0:
+            self._enter(record, item)
+
+    def _enter(self, record: int, item: int) -> None:
+        head = self._flat_item_heads[item]
+        self._flat_item_records[item * self.per_item + head] = record
+        self._flat_item_heads[item] = (head + 1) % self.per_item
+        self._flat_item_sessions[item] += 1
 
     # -- reads ---------------------------------------------------------------------
 
