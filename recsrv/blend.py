@@ -45,6 +45,8 @@ CANDIDATES: Final = 48
 SEARCH_EVERY: Final = 8
 MIN_SAMPLE: Final = 32
 STEP: Final = 0.4
+# The weight of the leading component in a trial where one leads alone.
+LEAD: Final = 0.9
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +133,12 @@ class Blend:
         """Move to the best of the current weights and their one-step neighbours."""
         count = len(self.weights)
         steps = np.exp(STEP * np.concatenate((np.eye(count), -np.eye(count))))
-        trials = np.vstack((self.weights, self.weights * steps))
+        # Also each component leading alone, the others breaking its ties: a shop whose
+        # signal is one component's gets there in one move, not in many small ones.
+        leading = np.full((count, count), (1.0 - LEAD) / max(count - 1, 1)) + np.eye(count) * (
+            LEAD - (1.0 - LEAD) / max(count - 1, 1)
+        )
+        trials = np.vstack((self.weights, self.weights * steps, leading))
         trials = np.maximum(trials / trials.sum(axis=1, keepdims=True), FLOOR)
         trials /= trials.sum(axis=1, keepdims=True)
         scores = (
@@ -144,8 +151,10 @@ class Blend:
         rank = 1 + above.sum(axis=1)
         hit = rank <= K
         quality = hit.mean(axis=0) + np.where(hit, 1.0 / rank, 0.0).mean(axis=0)
-        best = int(np.argmax(quality))  # the first best: the current weights on a tie
-        self.weights = trials[best]
+        best = int(np.argmax(quality))
+        # A move must win at least one more hit on the sample: noise moves nothing.
+        if quality[best] - quality[0] >= 1.0 / self.filled:
+            self.weights = trials[best]
 
     def to_arrays(self) -> dict[str, npt.NDArray[Any]]:
         counters = np.array([self.filled, self.position, self.since_search], dtype=np.int64)
