@@ -159,7 +159,7 @@ class ModelConfig:
     knn_idf_weight: float = 1.0
     # The blend: every how many eligible events one is measured and learnt from
     # (the prequential sample; 1 measures every event).
-    blend_every: int = 4
+    blend_every: int = 64
 
     def validate(self) -> None:
         for name in ("weight_view", "weight_click", "weight_add_to_cart", "weight_purchase"):
