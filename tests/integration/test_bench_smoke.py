@@ -76,3 +76,35 @@ def test_run_all_writes_the_report_of_the_benchmarks_it_ran(tmp_path: Path) -> N
     saved = orjson.loads((tmp_path / "benchmarks.json").read_bytes())
     assert set(saved["benchmarks"]) == {"restart", "sse"}
     assert saved["benchmarks"]["restart"]["figures"]["ready_s"] > 0
+
+
+@pytest.mark.timeout(90)
+def test_quality_writes_its_table_between_the_markers_and_draws_the_bars(tmp_path: Path) -> None:
+    report = tmp_path / "quality.md"
+    report.write_text(
+        "# Quality\n\nWritten by hand, before.\n\n"
+        "<!-- quality-table:begin -->\nan old table\n<!-- quality-table:end -->\n\n"
+        "Written by hand, after.\n"
+    )
+    picture = tmp_path / "quality.png"
+    done = run(
+        "quality.py",
+        *("--quick", "--out-dir", str(tmp_path / "data")),
+        *("--report", str(report), "--plot", str(picture)),
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    text = report.read_text()
+    assert text.startswith("# Quality\n\nWritten by hand, before.\n\n<!-- quality-table:begin -->")
+    assert text.endswith("<!-- quality-table:end -->\n\nWritten by hand, after.\n")
+    assert "an old table" not in text
+    assert "`python bench/quality.py --quick --out-dir" in text
+    assert "cores (`nproc`" in text
+    for kind in ("sequential", "co-occurrence"):
+        for order in ("file (session after session)", "time"):
+            # one row in the HR table, one in the MRR table, one in the table of the runs
+            assert text.count(f"| synthetic {kind} | {order} | ") == 3, text
+    assert "| recsrv | pop |" in text and "recsrv ≥ all" in text
+    assert "HR@20" in done.stdout and "MRR@20" in done.stdout  # the tables, printed
+    assert picture.read_bytes().startswith(b"\x89PNG")
+    figures = orjson.loads((tmp_path / "data" / "sequential-file.json").read_bytes())
+    assert figures["order"] == "file" and figures["results"]["recsrv"]["hr"] > 0
