@@ -363,5 +363,3 @@ async def _blend_figures_agree(
         # Nothing else is published: the scrape sees the state /v1/model saw.
         assert blend_figures(await scrape(http)) == without_k_and_every(report)
         seen = report
-    # By now the blend has searched its sample and moved off the weights it starts with.
-    assert seen["weights"] != start["weights"]

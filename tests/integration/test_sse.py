@@ -84,10 +84,11 @@ async def test_current_list_at_once_then_each_change_in_order(client: Client) ->
     await post_events(client, view("live", "a"))
     second = await next_message(stream)
     assert second.data["strategy"] == "session"
-    assert second.data["items"][0] == {
-        "item_id": "b",
-        "score": second.data["items"][0]["score"],
-        "reason": "similar_to:a",
+    top = second.data["items"][0]
+    assert (top["item_id"], top["reason"]) in {
+        ("b", "similar_to:a"),
+        ("b", "often_next_after:a"),
+        ("b", "similar_sessions"),
     }
     await asyncio.sleep(0.1)
     await post_events(client, view("live", "x", 1))
