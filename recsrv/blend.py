@@ -130,24 +130,25 @@ class Blend:
         return rank
 
     def _search(self) -> None:
-        """Move to the best of the current weights and their one-step neighbours."""
+        """Move to the best of the current weights and the trials around them."""
         count = len(self.weights)
+        features = self.features[: self.filled].astype(np.float64)
         steps = np.exp(STEP * np.concatenate((np.eye(count), -np.eye(count))))
         # Also each component leading alone, the others breaking its ties: a shop whose
         # signal is one component's gets there in one move, not in many small ones.
-        leading = np.full((count, count), (1.0 - LEAD) / max(count - 1, 1)) + np.eye(count) * (
-            LEAD - (1.0 - LEAD) / max(count - 1, 1)
-        )
+        # Only a component that scores candidates in most of the sample's events: one
+        # that is mostly silent (a user history in a mostly anonymous shop) would
+        # "lead" by leaving the order to the others.
+        active = (features.max(axis=1) > 0.0).mean(axis=0) >= 0.5
+        rest = (1.0 - LEAD) / max(count - 1, 1)
+        leading = (np.full((count, count), rest) + np.eye(count) * (LEAD - rest))[active]
         trials = np.vstack((self.weights, self.weights * steps, leading))
         trials = np.maximum(trials / trials.sum(axis=1, keepdims=True), FLOOR)
         trials /= trials.sum(axis=1, keepdims=True)
-        scores = (
-            self.features[: self.filled].astype(np.float64) @ trials.T
-        )  # events x rows x trials
+        scores = features @ trials.T  # events x rows x trials
         chosen = scores[:, CANDIDATES, :]
-        above = (scores[:, :CANDIDATES, :] > chosen[:, None, :]) & self.valid[
-            : self.filled, :, None
-        ]
+        valid = self.valid[: self.filled, :, None]
+        above = (scores[:, :CANDIDATES, :] > chosen[:, None, :]) & valid
         rank = 1 + above.sum(axis=1)
         hit = rank <= K
         quality = hit.mean(axis=0) + np.where(hit, 1.0 / rank, 0.0).mean(axis=0)

@@ -28,10 +28,14 @@ def score_of(model: Model, scorer: Any, session: str = "s") -> dict[str, float]:
     return {ids[i]: v for i, v in zip(found.items.tolist(), found.scores.tolist(), strict=True)}
 
 
-def test_sequence_follows_the_newest_items_rows_weighted_by_recency() -> None:
+def test_sequence_follows_the_newest_items_row(monkeypatch: pytest.MonkeyPatch) -> None:
     model = shop()
     # Rows (1/distance): b → c 1, d 1; a → b 1 + 1 (n1 and s), c 1/2. Each row is scaled
-    # to its largest; b, the newest, counts 1 and a SEQUENCE_DECAY.
+    # to its largest.
+    assert sequence.SEQUENCE_ITEMS == 1  # the newest item alone, as SR does
+    assert score_of(model, sequence.score) == pytest.approx({"c": 1.0, "d": 1.0}, rel=1e-4)
+    # With the item before it too, at SEQUENCE_DECAY.
+    monkeypatch.setattr(sequence, "SEQUENCE_ITEMS", 2)
     decay = sequence.SEQUENCE_DECAY
     assert score_of(model, sequence.score) == pytest.approx(
         {"c": 1.0 + decay * 0.25, "d": 1.0, "b": decay}, rel=1e-4
@@ -39,9 +43,8 @@ def test_sequence_follows_the_newest_items_rows_weighted_by_recency() -> None:
     slot = model.sessions.lookup("s", model.clock)
     assert slot is not None
     found = sequence.score(model, components.context(model, slot, -1))
-    b = model.items.get("b")
     assert found.kinds.tolist() == [FOLLOWS] * 3
-    assert set(found.sources.tolist()) == {b, model.items.get("a")}
+    assert set(found.sources.tolist()) == {model.items.get("b"), model.items.get("a")}
 
 
 def expected_knn(idf: dict[str, float] | None = None) -> dict[str, float]:
