@@ -4,8 +4,10 @@ on the live stream before each measured event is learnt.
 Every `every`-th eligible event (an item event of a session that already has items,
 to an item new to it) is measured, and every one of the first WARM_UP: the blend
 ranks the session's candidates, the rank of the chosen item is recorded, and the
-blend learns from it. A young shop thus tunes its blend from its first sessions, and
-a busy one spends little on it. Counting events, not time, keeps it a function of
+blend learns from it. A young shop thus tunes its blend from its first few thousand
+sessions' events (with a shorter warm-up the weights froze in the regime of the
+stream's first minutes: on a 300-session sequential stream, MRR@20 .556 against .613
+measuring all), and a busy one spends little on it afterwards. Counting events, not time, keeps it a function of
 the stream. HR@20 and MRR@20 are kept over all
 measured events and as exponential averages over about the last RECENT of them.
 
@@ -21,7 +23,7 @@ import numpy.typing as npt
 
 K: Final = 20
 RECENT: Final = 1000
-WARM_UP: Final = 256
+WARM_UP: Final = 4096
 
 
 class Prequential:
