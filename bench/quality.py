@@ -507,6 +507,14 @@ def _commit() -> str:
     return head + (" with uncommitted changes in recsrv/" if dirty else "")
 
 
+def _commits(before: str, after: str) -> str:
+    """The commit the evaluations started from; each loads recsrv/ when it starts, so
+    a tree that changed during the run is said."""
+    if before == after:
+        return before
+    return f"{before} (the tree changed during the run: {after} at its end)"
+
+
 def _environment() -> str:
     """The RECSRV_* variables the evaluations inherit: they configure the model."""
     names = sorted(name for name in os.environ if name.startswith("RECSRV_"))
@@ -619,7 +627,7 @@ def main() -> None:
         args.report = args.report or REPORT
         args.plot = args.plot or PLOT
     command = shlex.join(["python", "bench/quality.py", *sys.argv[1:]])
-    load_before = load_average()
+    load_before, commit = load_average(), _commit()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="recsrv-quality-") as tmp:
         directory = args.out_dir or Path(tmp)
@@ -632,7 +640,7 @@ def main() -> None:
         load=(load_before, load_average()),
         minutes=(time.monotonic() - started) / 60,
         jobs=args.jobs,
-        commit=_commit(),
+        commit=_commits(commit, _commit()),
         environment=_environment(),
     )
     block = [*header(context), *tables(outcomes)]
