@@ -273,12 +273,18 @@ class Model:
             idx = self._item(event.item_id)
             self._count(idx, code, ts)
             if slot is not None:
-                if code in self._forward:
+                # Measured only when it is the session's newest event: what a shopper
+                # does next, given what they did before, as lists are served. A late
+                # event's place is in the middle of what the session already holds.
+                if code in self._forward and ts >= self.sessions.last_ts[slot]:
                     self._measure(slot, user, idx)
                 newer = self.sessions.record(slot, idx, code, ts)
-                if newer >= 0:
-                    if code in self._forward:
-                        self._learn_sequence(slot, idx, code, ts, newer)
+                placed = newer >= 0
+                if not placed:  # older than every event the full buffer keeps
+                    newer = int(self.sessions.lengths[slot])
+                if code in self._forward:
+                    self._learn_sequence(slot, idx, code, ts, newer)
+                if placed:
                     self._index(slot, idx, newer, ts)
             self._cart_effect(slot, user, idx, code, event.quantity, ts)
         if event.items and code == PURCHASE:

@@ -3,11 +3,12 @@
 With the current session s (distinct items in ts order, positions i = 1..L) and a
 candidate neighbour n from the session index:
 
-- candidates: the `model.knn_sample` most recent indexed sessions that hold any item
-  of s (the index remembers `model.knn_per_item` sessions per item);
+- candidates: the `model.knn_sample` indexed sessions nearest in time to s that hold
+  any item of s (the index remembers `model.knn_per_item` sessions per item);
 - position weight of an item of s: w(i) = exp((i - L)/λ), the newest counting most;
 - sim(s, n) = Σ w(x) over shared items x / (√(Σ w(i)²) · √|n|)
-             · exp(-|t_s - t_n| / `model.knn_recency_s`)    (how recent n is)
+             · exp(-|t_s - t_n| / `model.knn_recency_s`)    (how near in time n is;
+                                                             off when 0, the default)
              · exp((j - L)/λ)    (j: position in s of the newest item n shares);
 - the `model.knn_neighbors` most similar n lend their items y, each weighted by its
   distance in n from the shared item p*: sim · exp(-|p_n(y) - p*|/λ),
@@ -43,7 +44,11 @@ def score(model: Model, context: Context) -> Scores:
     if not len(records):
         return Scores.empty()
     if len(records) > config.knn_sample:
-        records = records[top_k(index.last_ts[records], config.knn_sample)]
+        # The nearest in time to this session: the most recent ones when events come
+        # in order, and no later ones picked over earlier ones when a late session is
+        # scored among sessions that lie after it.
+        nearness = -np.abs(index.last_ts[records] - context.now)
+        records = records[top_k(nearness, config.knn_sample)]
     rows = index.items[records].astype(np.int64)
     # Position in s (1..L) of every entry of the candidates' rows; 0 where not shared.
     order = np.argsort(sequence)
@@ -62,14 +67,10 @@ def score(model: Model, context: Context) -> Scores:
     norm = math.sqrt(float(np.square(weight_of[1:]).sum()))
     overlap = weight_of[position].sum(axis=1)
     sizes = index.lengths[records].astype(np.float64)
-    age = np.abs(context.now - index.last_ts[records])
-    similarity = (
-        overlap
-        / (norm * np.sqrt(sizes))
-        * np.exp(-age / config.knn_recency_s)
-        * weight_of[newest]
-        / weight_of[length]
-    )
+    similarity = overlap / (norm * np.sqrt(sizes)) * weight_of[newest] / weight_of[length]
+    if config.knn_recency_s > 0.0:
+        age = np.abs(context.now - index.last_ts[records])
+        similarity *= np.exp(-age / config.knn_recency_s)
     nearest = top_k(similarity, config.knn_neighbors)
     rows, position, newest, similarity = (
         rows[nearest],

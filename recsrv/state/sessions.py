@@ -119,7 +119,8 @@ class Sessions:
         """The distinct items (other than `item`) older and newer than the event that
         `record` placed with `newer` events after it, each list nearest first and at
         most `limit` long; the newer ones with the type code and ts of their event.
-        newer = -1 means no event was placed: all are older."""
+        newer = -1 means no event was placed: all are older; for an event too old to
+        be kept, newer = the number kept: all are newer."""
         width = self.max_events
         items, base, head = self._flat_items, slot * width, self._flat_heads[slot]
         length = self._flat_lengths[slot]
