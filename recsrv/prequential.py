@@ -7,9 +7,9 @@ ranks the session's candidates, the rank of the chosen item is recorded, and the
 blend learns from it. A young shop thus tunes its blend from its first few thousand
 sessions' events (with a shorter warm-up the weights froze in the regime of the
 stream's first minutes: on a 300-session sequential stream, MRR@20 .556 against .613
-measuring all), and a busy one spends little on it afterwards. Counting events, not time, keeps it a function of
-the stream. HR@20 and MRR@20 are kept over all
-measured events and as exponential averages over about the last RECENT of them.
+measuring all), and a busy one spends little on it afterwards. Counting events, not
+time, keeps it a function of the stream. HR@20 and MRR@20 are kept over all measured
+events and as exponential averages over about the last RECENT of them.
 
 Pure code.
 """
