@@ -196,7 +196,7 @@ class SessionsConfig:
     # allowed lateness). A later event of a reclaimed session starts it afresh.
     allowed_lateness_s: float = 86400.0
     max_sessions: int = 100_000
-    max_events: int = 20
+    max_events: int = 50
     max_user_items: int = 200
 
     def validate(self) -> None:

@@ -441,6 +441,8 @@ def test_empty_model_round_trips() -> None:
     [
         (ModelConfig(neighbors=9), SessionsConfig(), "model.neighbors"),
         (ModelConfig(), SessionsConfig(max_events=7), "sessions.max_events"),
+        (ModelConfig(index_sessions=9), SessionsConfig(), "model.index_sessions"),
+        (ModelConfig(knn_per_item=9), SessionsConfig(), "model.knn_per_item"),
     ],
 )
 def test_shape_defining_settings_must_match(
@@ -451,7 +453,13 @@ def test_shape_defining_settings_must_match(
     with pytest.raises(SnapshotMismatch) as caught:
         load_state(dict(dump_state(model)), model_config, sessions_config)
     assert caught.value.setting == setting
-    dumped, configured = (50, 9) if setting == "model.neighbors" else (20, 7)
+    dumped = {
+        "model.neighbors": 50,
+        "sessions.max_events": 50,
+        "model.index_sessions": 100_000,
+        "model.knn_per_item": 100,
+    }[setting]
+    configured = 7 if setting == "sessions.max_events" else 9
     assert (caught.value.snapshot, caught.value.expected) == (dumped, configured)
     assert setting in str(caught.value) and str(dumped) in str(caught.value)
 
