@@ -179,8 +179,8 @@ class Model:
     def apply_events(self, events: Sequence[Event], on_error: OnError | None = None) -> Applied:
         """Apply events in order, with exactly the state `apply` one by one would give.
 
-        Neighbour-table writes are queued and applied together at the end (nothing
-        reads those tables while events are applied), which lets a long batch use
+        Neighbour-table writes are queued and applied together at the end, or before
+        a prequential measurement reads the tables, which lets a long batch use
         vectorised steps. Without `on_error`, an event that raises stops the batch (what
         came before it stays applied); with it, the error is handed over with the
         event's position (from inside the except block, so a logger can show the

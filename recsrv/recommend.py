@@ -1,11 +1,12 @@
 """Ranked recommendation lists from the model: state + request → (ids, scores, reasons).
 
-Candidates come from neighbour rows of what the request knows about — the session's
-recent items and its basket, the user's profile, a context item — each row scaled by
-its own maximum so that one busy item does not drown the others. Contributions are
-summed per candidate; the largest single contribution names the reason. Ineligible
-items are masked with -inf, the top k taken with argpartition, and a short list is
-topped up with popular items scored strictly below the last personal one.
+A session with events gets the learnt blend of the scoring components
+(recsrv.scoring, recsrv.blend). A request without one (a user, a context item) sums
+the neighbour rows of what it knows, each row scaled by its own maximum so that one
+busy item does not drown the others; the largest contribution names the reason.
+Here: ineligible items are masked with -inf, the top k taken with argpartition, and a
+short list is topped up with popular items scored strictly below the last personal
+one.
 
 Pure code: numpy only.
 """
