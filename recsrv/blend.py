@@ -8,14 +8,17 @@ the component that contributed most to it.
 `learn` is called before the event it learns from is applied (prequential): it
 returns the rank the blend gave the item the shopper chose, and keeps the event in a
 sample of the last SAMPLE measured events (the features of the best CANDIDATES other
-candidates and of the chosen item). Every SEARCH_EVERY events it searches around the
-current weights: each weight multiplied or divided by exp(STEP), one at a time, and
-the vector with the best MRR@20 on the sample is taken (the current one on a tie).
-The search optimises the metric itself rather than a surrogate loss, over a handful
-of parameters, on what this shop's shoppers did lately; it needs no offline tuning.
-Weights stay on the simplex and above FLOOR, so a component that comes back into
-play can regain weight. Deterministic: a function of the events applied.
-Owns no scoring formula.
+candidates and of the chosen item). Every SEARCH_EVERY events it tries weights around
+the current ones on that sample: each weight multiplied or divided by exp(STEP) or
+exp(3 STEP), one at a time, and each component active in most sampled events leading
+alone with weight LEAD. It moves to the trial with the best HR@20 + MRR@20 if that
+wins at least one more hit than the current weights (less is noise). The search
+optimises the metric itself rather than a surrogate loss, over a handful of
+parameters, on what this shop's shoppers did lately; it needs no offline tuning.
+(Exponentiated gradient on a pairwise ranking loss was tried first: it drifted weight
+to components silent on most candidates and ended near uniform.) Weights stay on the
+simplex and above FLOOR, so a component that comes back into play can regain weight.
+Deterministic: a function of the events applied. Owns no scoring formula.
 
 Pure code: numpy only.
 """
