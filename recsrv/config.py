@@ -159,8 +159,8 @@ class ModelConfig:
     knn_neighbors: int = 100
     knn_recency_s: float = 0.0
     knn_idf_weight: float = 1.0
-    # The blend: every how many eligible events one is measured and learnt from
-    # (the prequential sample; 1 measures every event).
+    # The blend: after the first 4,096 measured (prequential.WARM_UP), every how many
+    # eligible events one is measured and learnt from (1 measures every event).
     blend_every: int = 64
 
     def validate(self) -> None:
