@@ -109,6 +109,12 @@ class SessionIndex:
     def sequence(self, idx: int) -> list[str]:
         return self.sequences[idx] if idx >= 0 else []
 
+    def positions(self, idx: int) -> tuple[dict[str, int], int]:
+        """Each distinct item's 1-based position in the session (a repeated item keeps
+        its later one) and the session's length; ({}, 0) for no session."""
+        sequence = self.sequence(idx)
+        return {item: i for i, item in enumerate(sequence, 1)}, len(sequence)
+
     def idf(self, item: str) -> float:
         """ln(#sessions / #events of the item), session-rec's `idf` on what was seen so far."""
         return math.log(len(self.sequences) / self.item_events[item])

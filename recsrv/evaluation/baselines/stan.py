@@ -62,11 +62,9 @@ class Stan:
 
     def scores(self, session_id: str, user_id: str | None, now: float) -> dict[str, float]:
         current = self.index.of(session_id)
-        sequence = self.index.sequence(current)
-        if not sequence:
+        position, length = self.index.positions(current)
+        if not length:
             return {}
-        length = len(sequence)
-        position = {item: i for i, item in enumerate(sequence, 1)}  # the later one wins
         weights = {item: math.exp((i - length) / self.lambda_spw) for item, i in position.items()}
         norm = math.sqrt(sum(w * w for w in weights.values()))
         sessions, overlap = self.index.candidates(current, weights)

@@ -47,11 +47,9 @@ class VSessionKnn:
 
     def scores(self, session_id: str, user_id: str | None, now: float) -> dict[str, float]:
         current = self.index.of(session_id)
-        sequence = self.index.sequence(current)
-        if not sequence:
+        position, length = self.index.positions(current)
+        if not length:
             return {}
-        length = len(sequence)
-        position = {item: i for i, item in enumerate(sequence, 1)}  # the later one wins
         weights = {item: i / length for item, i in position.items()}
         sessions, overlap = self.index.candidates(current, weights)
         scores: dict[str, float] = defaultdict(float)
