@@ -105,17 +105,8 @@ class SessionIndex:
         self.lengths[record] = len(kept)
         if ts > self.last_ts[record]:
             self.last_ts[record] = ts
-        per_item = self.per_item
-        rings, heads, counts = (
-            self._flat_item_records,
-            self._flat_item_heads,
-            self._flat_item_sessions,
-        )
         for item in entered:
-            head = heads[item]
-            rings[item * per_item + head] = record
-            heads[item] = (head + 1) % per_item
-            counts[item] += 1
+            self._enter(record, item)
 
     def append(self, serial: int, item: int, ts: float) -> None:
         """`write` for an event in ts order, without rebuilding the record: the item
@@ -143,6 +134,7 @@ class SessionIndex:
             self._enter(record, item)
 
     def _enter(self, record: int, item: int) -> None:
+        """The item joined the record's session: into its ring, and counted once."""
         head = self._flat_item_heads[item]
         self._flat_item_records[item * self.per_item + head] = record
         self._flat_item_heads[item] = (head + 1) % self.per_item

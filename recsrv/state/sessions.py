@@ -109,10 +109,6 @@ class Sessions:
         positions = (int(self.heads[slot]) - 1 - np.arange(length)) % self.max_events
         return self.items[slot, positions], self.types[slot, positions]
 
-    def previous_items(self, slot: int, item: int, limit: int) -> list[int]:
-        """Up to `limit` distinct items of the session, newest first, other than `item`."""
-        return self.around(slot, -1, item, limit)[0]
-
     def around(
         self, slot: int, newer: int, item: int, limit: int
     ) -> tuple[list[int], list[tuple[int, int, float]]]:

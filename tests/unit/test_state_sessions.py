@@ -24,14 +24,14 @@ def test_ring_buffer_keeps_the_last_events_newest_first() -> None:
     assert types.tolist() == [ADD, VIEW, ADD]
 
 
-def test_previous_items_are_distinct_newest_first_without_the_item_itself() -> None:
+def test_earlier_items_are_distinct_newest_first_without_the_item_itself() -> None:
     sessions = make(max_events=6)
     slot = sessions.open("s", T0, T0)
     for item in [1, 2, 3, 2, 4, 2]:
         sessions.record(slot, item, VIEW, T0)
-    assert sessions.previous_items(slot, 5, limit=10) == [2, 4, 3, 1]
-    assert sessions.previous_items(slot, 2, limit=10) == [4, 3, 1]
-    assert sessions.previous_items(slot, 5, limit=2) == [2, 4]
+    assert sessions.around(slot, -1, 5, limit=10)[0] == [2, 4, 3, 1]
+    assert sessions.around(slot, -1, 2, limit=10)[0] == [4, 3, 1]
+    assert sessions.around(slot, -1, 5, limit=2)[0] == [2, 4]
 
 
 def test_session_expires_after_ttl_on_event_time() -> None:
@@ -168,7 +168,7 @@ def test_the_table_grows_past_its_first_slots_and_keeps_every_session() -> None:
         assert slot is not None
         assert sessions.recent(slot)[0].tolist() == [n + 1, n]
         assert sessions.last_ts[slot] == T0 + n
-        assert sessions.previous_items(slot, n + 1, limit=5) == [n]
+        assert sessions.around(slot, -1, n + 1, limit=5)[0] == [n]
 
 
 # -- session time --------------------------------------------------------------------
