@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from recsrv.scoring import NO_ITEMS, Scores
-from recsrv.state.items import top_k
+from recsrv.state.items import run_starts, top_k
 
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
@@ -84,24 +84,26 @@ class Blend:
         if not present:
             empty = np.empty(0, dtype=np.float64)
             return Blended(NO_ITEMS, empty, NO_ITEMS, NO_ITEMS, np.empty((0, len(parts))))
-        items, inverse = np.unique(np.concatenate([p.items for p in present]), return_inverse=True)
+        # Every component's rows, one run: the candidate, its column and what it says.
+        rows = np.concatenate([part.items for part in present])
+        ordered = np.sort(rows)
+        items = ordered[run_starts(ordered)]
+        inverse = np.searchsorted(items, rows)  # the candidate of each row
+        columns = np.repeat(
+            [column for column, part in enumerate(parts) if len(part)],
+            [len(part) for part in present],
+        )
         features = np.zeros((len(items), len(parts)), dtype=np.float64)
         kinds = np.zeros((len(items), len(parts)), dtype=np.int64)
         sources = np.full((len(items), len(parts)), -1, dtype=np.int64)
-        start = 0
-        for column, part in enumerate(parts):
-            if not len(part):
-                continue
-            rows = inverse[start : start + len(part)]
-            start += len(part)
-            features[rows, column] = part.scores / part.scores.max()
-            kinds[rows, column] = part.kinds
-            sources[rows, column] = part.sources
+        features[inverse, columns] = np.concatenate([p.scores / p.scores.max() for p in present])
+        kinds[inverse, columns] = np.concatenate([part.kinds for part in present])
+        sources[inverse, columns] = np.concatenate([part.sources for part in present])
         weighted = features * self.weights
         leading = weighted.argmax(axis=1)
         picked = np.arange(len(items))
         return Blended(
-            items.astype(np.int64, copy=False),
+            items,
             weighted.sum(axis=1),
             kinds[picked, leading],
             sources[picked, leading],

@@ -17,6 +17,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from recsrv.state.items import run_starts, stable_order
 from recsrv.state.neighbors import NeighborTable
 
 Ints = npt.NDArray[np.int64]
@@ -134,24 +135,16 @@ class Contributions:
         items = np.concatenate(self._items)
         values = np.concatenate(self._values)
         # A stable sort groups each candidate's contributions, in the order added.
-        order = np.argsort(items, kind="stable")
-        grouped = items[order]
+        order, grouped = stable_order(items)
+        starts = run_starts(grouped)
         grouped_values = values[order]
-        first = np.empty(len(order), dtype=np.bool_)
-        first[0] = True
-        np.not_equal(grouped[1:], grouped[:-1], out=first[1:])
-        starts = np.flatnonzero(first)
         group_max = np.maximum.reduceat(grouped_values, starts)
         sizes = np.diff(np.append(starts, len(order)))
         # The first contribution of each group that equals the group's maximum.
         at_max = np.flatnonzero(grouped_values == np.repeat(group_max, sizes))
-        group_of = np.cumsum(first)[at_max]
-        leading = np.empty(len(at_max), dtype=np.bool_)
-        leading[0] = True
-        np.not_equal(group_of[1:], group_of[:-1], out=leading[1:])
-        best = order[at_max[leading]]
+        best = order[at_max[np.searchsorted(at_max, starts)]]
         return Scores(
-            grouped[starts].astype(np.int64, copy=False),
+            grouped[starts],
             np.add.reduceat(grouped_values, starts),
             np.concatenate(self._kinds)[best],
             np.concatenate(self._sources)[best].astype(np.int64, copy=False),

@@ -16,8 +16,9 @@ candidate neighbour n from the session index:
 
 λ is the mean length of the indexed sessions, so the same setting fits shops with
 short and long sessions. This follows STAN (Garg et al., 2019) and VSTAN (Ludewig et
-al., 2021). Vectorised over a (candidates x width) block: a few dozen numpy calls.
-Pure code.
+al., 2021). Vectorised over the candidates' items laid end to end (a ragged run, not a
+padded candidates x width block: sessions are mostly much shorter than the width),
+in a few dozen numpy calls whose cost grows with knn_sample. Pure code.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from recsrv.scoring import SIMILAR_SESSIONS, Context, Scores
-from recsrv.state.items import top_k
+from recsrv.state.items import run_starts, stable_order, top_k
 
 if TYPE_CHECKING:
     from recsrv.model import Model
@@ -49,45 +50,56 @@ def score(model: Model, context: Context) -> Scores:
         # scored among sessions that lie after it.
         nearness = -np.abs(index.last_ts[records] - context.now)
         records = records[top_k(nearness, config.knn_sample)]
-    rows = index.items[records].astype(np.int64)
-    # Position in s (1..L) of every entry of the candidates' rows; 0 where not shared.
-    order = np.argsort(sequence)
-    sorted_items = sequence[order]
-    at = np.minimum(np.searchsorted(sorted_items, rows), length - 1)
-    shared = (sorted_items[at] == rows) & (rows >= 0)
-    position = np.where(shared, order[at] + 1, 0)
-    newest = position.max(axis=1)  # j; 0 for a record that no longer shares anything
-    live = newest > 0
-    if not live.any():
-        return Scores.empty()
-    records, rows, position, newest = records[live], rows[live], position[live], newest[live]
+    # The candidates' items laid end to end: entry e is item `entries[e]`, at
+    # `column[e]` of record `owner[e]`.
+    lengths = index.lengths[records].astype(np.int64)
+    starts = np.cumsum(lengths) - lengths
+    owner = np.repeat(np.arange(len(records)), lengths)
+    column = np.arange(len(owner)) - starts[owner]
+    entries = index.items.ravel()[records[owner] * index.width + column].astype(np.int64)
+    # The entries that s shares, with their position in s (1..L), grouped by record.
+    # A lookup table over the catalog: zeroed pages cost little, one gather finds all.
+    position_of = np.zeros(len(model.items), dtype=np.int16)
+    position_of[sequence] = np.arange(1, length + 1)
+    position = position_of[entries].astype(np.int64)
+    shared = np.flatnonzero(position)
+    if not len(shared):
+        return Scores.empty()  # only stale candidates: their records were reused
+    position = position[shared]
+    sharing = owner[shared]
+    runs = run_starts(sharing)
+    live = sharing[runs]  # the candidates that share an item now
+    # j, the position in s of the newest item n shares, and p*, that item's column in
+    # n, at once: the largest position * width + column of each run (the items of a
+    # record are distinct, so positions within a run are too).
+    newest_at = np.maximum.reduceat(position * index.width + column[shared], runs)
+    newest, anchor_column = np.divmod(newest_at, index.width)
     spread = max(index.mean_length(), 1.0)
     weight_of = np.exp((np.arange(length + 1, dtype=np.float64) - length) / spread)
-    weight_of[0] = 0.0
     norm = math.sqrt(float(np.square(weight_of[1:]).sum()))
-    overlap = weight_of[position].sum(axis=1)
-    sizes = index.lengths[records].astype(np.float64)
-    similarity = overlap / (norm * np.sqrt(sizes)) * weight_of[newest] / weight_of[length]
+    overlap = np.add.reduceat(weight_of[position], runs)
+    similarity = overlap / (norm * np.sqrt(lengths[live])) * weight_of[newest]
     if config.knn_recency_s > 0.0:
-        age = np.abs(context.now - index.last_ts[records])
+        age = np.abs(context.now - index.last_ts[records[live]])
         similarity *= np.exp(-age / config.knn_recency_s)
-    nearest = top_k(similarity, config.knn_neighbors)
-    rows, position, newest, similarity = (
-        rows[nearest],
-        position[nearest],
-        newest[nearest],
-        similarity[nearest],
-    )
-    # p*: where in n the shared item at position j stands.
-    anchor = np.argmax(position == newest[:, None], axis=1)
-    columns = np.arange(rows.shape[1])
-    closeness = np.exp(-np.abs(columns[None, :] - anchor[:, None]) / spread)
-    values = similarity[:, None] * closeness
-    present = rows >= 0
-    items, inverse = np.unique(rows[present], return_inverse=True)
-    totals = np.asarray(
-        np.bincount(inverse, weights=values[present], minlength=len(items)), dtype=np.float64
-    )
+    if len(live) > config.knn_neighbors:
+        # The knn_neighbors most similar (argpartition: a set is enough here).
+        cut = len(live) - config.knn_neighbors
+        picked = np.argpartition(similarity, cut)[cut:]
+        live, similarity, anchor_column = live[picked], similarity[picked], anchor_column[picked]
+    # Every item of the chosen neighbours, by its distance in n from p*.
+    lent_similarity = np.zeros(len(records))
+    lent_similarity[live] = similarity
+    anchor = np.zeros(len(records), dtype=np.int64)
+    anchor[live] = anchor_column
+    lent = lent_similarity[owner] > 0.0
+    owner, column, entries = owner[lent], column[lent], entries[lent]
+    values = lent_similarity[owner] * np.exp(-np.abs(column - anchor[owner]) / spread)
+    # Summed per item: sorted, then added up run by run.
+    by_item, entries = stable_order(entries)
+    runs = run_starts(entries)
+    items = entries[runs]
+    totals = np.add.reduceat(values[by_item], runs)
     if config.knn_idf_weight > 0.0:
         holding = np.maximum(index.item_sessions[items], 1).astype(np.float64)
         idf = np.log(max(index.sessions, 1) / holding)

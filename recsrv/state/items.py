@@ -83,3 +83,25 @@ def top_k(values: npt.NDArray[np.float64], k: int) -> npt.NDArray[np.int64]:
     picked = picked[np.isfinite(values[picked])]
     order = np.lexsort((picked, -values[picked]))
     return picked[order].astype(np.int64, copy=False)
+
+
+def stable_order(
+    indices: npt.NDArray[np.integer],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """A stable argsort of non-negative indices (below 2**31), and the indices sorted.
+
+    One sort of packed keys (index << bits | position): on the few hundred entries of
+    a request, several times faster than `argsort(kind="stable")`.
+    """
+    bits = max(len(indices).bit_length(), 1)
+    keys = (indices.astype(np.int64) << bits) | np.arange(len(indices), dtype=np.int64)
+    keys.sort()
+    return keys & ((1 << bits) - 1), keys >> bits
+
+
+def run_starts(ordered: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
+    """Where each run of equal values of a sorted (or grouped) array starts."""
+    first = np.empty(len(ordered), dtype=np.bool_)
+    first[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    return np.flatnonzero(first)

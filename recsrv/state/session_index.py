@@ -22,7 +22,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from recsrv.state.items import grown
+from recsrv.state.items import grown, run_starts
 
 Ints = npt.NDArray[np.int64]
 
@@ -149,8 +149,9 @@ class SessionIndex:
 
     def candidates(self, items: Ints, exclude: int) -> Ints:
         """Distinct records that recently took any of `items`, `exclude` left out."""
-        records = self.item_records[items].ravel()
-        records = np.unique(records[records >= 0])
+        records = np.sort(self.item_records[items].ravel())
+        records = records[run_starts(records)]  # distinct
+        records = records[records >= 0]
         if exclude >= 0:
             records = records[records != exclude % self.capacity]
         return records.astype(np.int64, copy=False)

@@ -28,23 +28,22 @@ def score_of(model: Model, scorer: Any, session: str = "s") -> dict[str, float]:
     return {ids[i]: v for i, v in zip(found.items.tolist(), found.scores.tolist(), strict=True)}
 
 
-def test_sequence_follows_the_newest_items_row(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sequence_follows_the_newest_items_row() -> None:
     model = shop()
-    # Rows (1/distance): b → c 1, d 1; a → b 1 + 1 (n1 and s), c 1/2. Each row is scaled
-    # to its largest.
-    assert sequence.SEQUENCE_ITEMS == 1  # the newest item alone, as SR does
+    # Rows (1/distance): b → c 1, d 1; a → b 1 + 1 (n1 and s), c 1/2. The newest item's
+    # row alone, as SR does, scaled to its largest.
     assert score_of(model, sequence.score) == pytest.approx({"c": 1.0, "d": 1.0}, rel=1e-4)
-    # With the item before it too, at SEQUENCE_DECAY.
-    monkeypatch.setattr(sequence, "SEQUENCE_ITEMS", 2)
-    decay = sequence.SEQUENCE_DECAY
-    assert score_of(model, sequence.score) == pytest.approx(
-        {"c": 1.0 + decay * 0.25, "d": 1.0, "b": decay}, rel=1e-4
-    )
+    model.apply(act("view", "s", "c", t=230))  # now c is the newest, and nothing follows c
+    assert score_of(model, sequence.score) == {}
+    # a again: s is now b, c, a. a's row: b 1 (n1) + 1 (s); c 1/2 (n1) + 1/2 (s, a → c
+    # at distance 2 when c came).
+    model.apply(act("view", "s", "a", t=240))
+    assert score_of(model, sequence.score) == pytest.approx({"b": 1.0, "c": 0.5}, rel=1e-4)
     slot = model.sessions.lookup("s", model.clock)
     assert slot is not None
-    found = sequence.score(model, components.context(model, slot, -1))
-    assert found.kinds.tolist() == [FOLLOWS] * 3
-    assert set(found.sources.tolist()) == {model.items.get("b"), model.items.get("a")}
+    scores = sequence.score(model, components.context(model, slot, -1))
+    assert scores.kinds.tolist() == [FOLLOWS] * len(scores)
+    assert set(scores.sources.tolist()) == {model.items.get("a")}
 
 
 def expected_knn(idf: dict[str, float] | None = None) -> dict[str, float]:

@@ -3,7 +3,7 @@ import numpy as np
 from recsrv.config import ModelConfig, SessionsConfig
 from recsrv.events import Interaction
 from recsrv.model import Model
-from recsrv.state.items import ItemIndex, grown, top_k
+from recsrv.state.items import ItemIndex, grown, run_starts, stable_order, top_k
 
 
 def test_index_assigns_dense_indices_in_first_mention_order() -> None:
@@ -60,3 +60,21 @@ def test_model_grows_every_per_item_array_past_the_initial_capacity() -> None:
     # i38's row: i39 viewed next (forward), then the window of 5 before it (backward).
     row_ids, _ = model.similar.row(model.items.add("i38"), model.clock)
     assert row_ids.tolist() == [39, 37, 36, 35, 34, 33]
+
+
+def test_stable_order_is_a_stable_argsort() -> None:
+    rng = np.random.default_rng(3)
+    for size in (0, 1, 2, 7, 300, 5000):
+        indices = rng.integers(0, 50, size)  # many ties: stability shows
+        order, ordered = stable_order(indices)
+        assert order.tolist() == np.argsort(indices, kind="stable").tolist()
+        assert ordered.tolist() == sorted(indices.tolist())
+    # Large indices keep their value next to the packed position.
+    order, ordered = stable_order(np.array([2**31 - 1, 0, 2**31 - 1]))
+    assert order.tolist() == [1, 0, 2] and ordered.tolist() == [0, 2**31 - 1, 2**31 - 1]
+
+
+def test_run_starts_marks_the_first_of_each_run() -> None:
+    assert run_starts(np.array([3, 3, 5, 7, 7, 7])).tolist() == [0, 2, 3]
+    assert run_starts(np.array([4])).tolist() == [0]
+    assert run_starts(np.array([], dtype=np.int64)).tolist() == []
