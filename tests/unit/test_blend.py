@@ -83,6 +83,21 @@ def test_the_search_finds_the_component_that_ranks_what_shoppers_choose() -> Non
     assert blend.weights.min() >= blend_module.FLOOR * 0.99
 
 
+def test_a_component_can_lead_so_far_that_the_others_only_break_near_ties() -> None:
+    """Component 0 ranks the chosen item first and a rival a close second; component 1
+    scores only the rival. Leading at 0.9 still leaves the rival ahead
+    (0.9 x 0.95 + 0.1 > 0.9), and so does every step around the prior; leading at 0.97
+    ranks the chosen item first (0.97 > 0.97 x 0.95 + 0.03)."""
+    blend = Blend(components=2)
+    ranks = []
+    for _ in range(blend_module.MIN_SAMPLE + 2 * blend_module.SEARCH_EVERY):
+        first = scores([1, 2], [1.0, 0.95], SIMILAR_SESSIONS)
+        second = scores([2], [1.0], FOLLOWS)
+        ranks.append(blend.learn(blend.combine([first, second]), np.ones(2, np.bool_), 1))
+    assert ranks[0] == 2 and ranks[-1] == 1
+    assert blend.weights.tolist() == pytest.approx([0.97, 0.03])
+
+
 def test_the_weights_stay_put_while_the_sample_is_too_small() -> None:
     blend = Blend(components=2)
     before = blend.weights.copy()
