@@ -16,7 +16,7 @@ import uuid
 import structlog
 
 from recsrv.config import Config
-from recsrv.errors import StoreError
+from recsrv.errors import CheckpointDamaged, StoreError
 from recsrv.model import Model
 from recsrv.runtime import Runtime
 from recsrv.state.snapshot import STATE_FORMAT, SnapshotMismatch, dump_state, load_state
@@ -70,14 +70,23 @@ class Checkpointer:
                 await asyncio.sleep(delay)
 
     async def _restore_newest(self) -> None:
+        """Restore the newest checkpoint that can be read whole and fits the config.
+
+        One that cannot (CheckpointDamaged: a missing file or chunk, a wrong size, bad
+        bytes; SnapshotMismatch: another format or shape) is skipped for the next older
+        one, and with none left the retained stream rebuilds the state. Any other
+        StoreError means the store itself failed: it goes up to restore(), which retries.
+        """
         config = self.runtime.config
+        unusable = 0
         for info in await self.store.complete():
             started = time.perf_counter()
-            chunks = [chunk async for chunk in self.store.read(info)]
             try:
+                chunks = [chunk async for chunk in self.store.read(info)]
                 model = await asyncio.to_thread(_load, chunks, info.sha256, config)
-            except (StoreError, SnapshotMismatch) as exc:
+            except (CheckpointDamaged, SnapshotMismatch) as exc:
                 logger.warning("checkpoint_unusable", checkpoint=info.id, error=str(exc))
+                unusable += 1
                 continue
             if config.broker.url == "memory://":
                 # The in-process log starts empty each run: offsets begin anew.
@@ -94,7 +103,7 @@ class Checkpointer:
                 seconds=round(time.perf_counter() - started, 3),
             )
             return
-        logger.info("no_checkpoint", store=self.store.describe)
+        logger.info("no_checkpoint", store=self.store.describe, unusable=unusable)
 
     # ---- checkpoints ----------------------------------------------------------
 

@@ -4,7 +4,9 @@
     ├── ConfigError             invalid configuration: names the key and the problem
     ├── EventError              one event element is invalid: names the field and the reason
     ├── BrokerError             the event log refused or lost a publish
-    └── StoreError              the checkpoint store failed
+    └── StoreError              the checkpoint store failed or cannot be reached
+        └── CheckpointDamaged   the store answered, but one checkpoint cannot be read
+                                whole (a missing file or chunk, wrong size, bad bytes)
 
 Pure code (events, state, recommend) raises only ConfigError and EventError; the
 I/O adapters raise BrokerError and StoreError.
@@ -41,3 +43,8 @@ class BrokerError(RecsrvError):
 
 class StoreError(RecsrvError):
     """Writing or reading a checkpoint failed."""
+
+
+class CheckpointDamaged(StoreError):
+    """One checkpoint cannot be read whole although the store answers: restore skips it
+    for the next older one, where any other StoreError is retried (the store is down)."""

@@ -19,7 +19,7 @@ from typing import Final
 
 import numpy as np
 
-from recsrv.errors import StoreError
+from recsrv.errors import CheckpointDamaged, StoreError
 
 CODEC_FORMAT: Final = 1
 # Well under MongoDB's 16 MiB document limit; PyMongo encodes each document on the
@@ -88,14 +88,14 @@ def encode(arrays: Iterable[tuple[str, np.ndarray]]) -> Encoded:
 
 
 def decode(chunks: Iterable[bytes], sha256: str | None = None) -> dict[str, np.ndarray]:
-    """The named arrays of a checkpoint; StoreError if it is corrupt."""
+    """The named arrays of a checkpoint; CheckpointDamaged if it is corrupt."""
     digest = hashlib.sha256()
     parts: list[bytes] = []
     for chunk in chunks:
         digest.update(chunk)
         parts.append(chunk)
     if sha256 is not None and digest.hexdigest() != sha256:
-        raise StoreError("checkpoint checksum mismatch")
+        raise CheckpointDamaged("checkpoint checksum mismatch")
     stream = io.BytesIO(b"".join(parts))
     del parts
     end = stream.getbuffer().nbytes
@@ -106,5 +106,5 @@ def decode(chunks: Iterable[bytes], sha256: str | None = None) -> dict[str, np.n
             name = stream.read(length).decode()
             arrays[name] = np.lib.format.read_array(stream, allow_pickle=False)
     except (ValueError, struct.error, UnicodeDecodeError) as exc:
-        raise StoreError(f"checkpoint stream is corrupt: {exc}") from exc
+        raise CheckpointDamaged(f"checkpoint stream is corrupt: {exc}") from exc
     return arrays

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from recsrv.errors import StoreError
+from recsrv.errors import CheckpointDamaged, StoreError
 from recsrv.store import CheckpointInfo
 from recsrv.store.codec import CHUNK_BYTES
 
@@ -66,10 +66,28 @@ class FileStore:
         try:
             handle = await asyncio.to_thread(path.open, "rb")
         except OSError as exc:
-            raise StoreError(f"cannot read checkpoint {info.id}: {exc.strerror}") from exc
+            raise await self._read_failure(info, exc) from exc
         with handle:
-            while chunk := await asyncio.to_thread(handle.read, CHUNK_BYTES):
+            size = os.fstat(handle.fileno()).st_size
+            if size != info.size:
+                raise CheckpointDamaged(
+                    f"checkpoint {info.id} holds {size} bytes, its metadata says {info.size}"
+                )
+            while True:
+                try:
+                    chunk = await asyncio.to_thread(handle.read, CHUNK_BYTES)
+                except OSError as exc:
+                    raise await self._read_failure(info, exc) from exc
+                if not chunk:
+                    return
                 yield chunk
+
+    async def _read_failure(self, info: CheckpointInfo, exc: OSError) -> StoreError:
+        """The error for a data file that cannot be read: with the directory still there
+        the checkpoint is damaged (missing, unreadable); without it the store is gone."""
+        message = f"cannot read checkpoint {info.id}: {exc.strerror or exc}"
+        reachable = await asyncio.to_thread(os.access, self.directory, os.R_OK | os.X_OK)
+        return CheckpointDamaged(message) if reachable else StoreError(message)
 
     async def delete(self, ids: Sequence[str]) -> None:
         await asyncio.to_thread(self._delete, ids)

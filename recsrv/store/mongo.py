@@ -20,7 +20,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from recsrv.config import redact_url
-from recsrv.errors import StoreError
+from recsrv.errors import CheckpointDamaged, StoreError
 from recsrv.store import CheckpointInfo
 
 SERVER_TIMEOUT_MS = 5000
@@ -86,7 +86,12 @@ class MongoStore:
             documents = await db["checkpoints"].find({"complete": 1}).to_list(None)
         except PyMongoError as exc:
             raise StoreError(f"cannot list checkpoints: {exc}") from exc
-        found = [CheckpointInfo.from_dict(d) for d in documents]
+        found = []
+        for document in documents:
+            try:
+                found.append(CheckpointInfo.from_dict(document))
+            except (KeyError, TypeError, ValueError):
+                continue  # damaged metadata: never restored from (as in the file store)
         return sorted(found, key=lambda info: (info.created_at, info.id), reverse=True)
 
     async def read(self, info: CheckpointInfo) -> AsyncIterator[bytes]:
@@ -96,9 +101,13 @@ class MongoStore:
                 document = await db["checkpoint_chunks"].find_one({"_id": _chunk_id(info.id, seq)})
             except PyMongoError as exc:
                 raise StoreError(f"cannot read checkpoint {info.id}: {exc}") from exc
+            # The server answered: what is missing or malformed is this checkpoint's fault.
             if document is None:
-                raise StoreError(f"checkpoint {info.id} lacks chunk {seq}")
-            yield bytes(document["data"])
+                raise CheckpointDamaged(f"checkpoint {info.id} lacks chunk {seq}")
+            data = document.get("data")
+            if not isinstance(data, bytes):
+                raise CheckpointDamaged(f"chunk {seq} of checkpoint {info.id} holds no bytes")
+            yield bytes(data)
 
     async def delete(self, ids: Sequence[str]) -> None:
         if not ids:
