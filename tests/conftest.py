@@ -73,6 +73,82 @@ async def amqp_publish(
     await connection.close()
 
 
+class RabbitMQ:
+    """Stops and starts the local RabbitMQ application (`rabbitmqctl stop_app`)."""
+
+    # Each rabbitmqctl call and the wait for the broker to take connections again are
+    # bounded, so that a broker that does not come back fails with its own message.
+    COMMAND_TIMEOUT_S = 30.0
+    CONNECT_WITHIN_S = 30.0
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    async def stop(self) -> None:
+        self.stopped = True  # before the call: a stop that fails half way is undone too
+        await self._rabbitmqctl("stop_app")
+
+    async def start(self) -> None:
+        """Start the application and return once it accepts AMQP connections."""
+        await self._rabbitmqctl("start_app")
+        await self._rabbitmqctl("await_startup")
+        deadline = time.monotonic() + self.CONNECT_WITHIN_S
+        while True:
+            try:
+                connection = await aio_pika.connect(AMQP_URL, timeout=5)
+            except (ConnectionError, OSError, aio_pika.exceptions.AMQPError) as exc:
+                if time.monotonic() > deadline:
+                    message = f"RabbitMQ took no connection after start: {exc!r}"
+                    raise AssertionError(message) from exc
+                await asyncio.sleep(0.2)
+                continue
+            await connection.close()
+            self.stopped = False
+            return
+
+    async def _rabbitmqctl(self, command: str) -> None:
+        process = await asyncio.create_subprocess_exec(
+            "rabbitmqctl",
+            "-q",
+            command,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            _, stderr = await asyncio.wait_for(process.communicate(), self.COMMAND_TIMEOUT_S)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            message = f"rabbitmqctl {command} took over {self.COMMAND_TIMEOUT_S} s"
+            raise AssertionError(message) from None
+        assert process.returncode == 0, f"rabbitmqctl {command}: {stderr.decode()}"
+
+
+@pytest.fixture
+async def rabbitmq(amqp_config: BrokerConfig) -> AsyncIterator[RabbitMQ]:
+    """Control of the local RabbitMQ that always leaves it running and reachable.
+
+    A test may stop the broker; whatever happens next (a failed assertion, the pytest
+    timeout), it is started again here. The fixture depends on amqp_config so that
+    the test's names are deleted after the broker is back, not while it is down.
+    """
+    broker = RabbitMQ()
+    try:
+        yield broker
+    finally:
+        if broker.stopped:
+            try:
+                await broker.start()
+            except BaseException:
+                # Last resort, if the start above was cancelled or failed: blocking is
+                # fine here, the test is over, and the broker must not stay down.
+                for command in ("start_app", "await_startup"):
+                    subprocess.run(  # noqa: ASYNC221
+                        ["rabbitmqctl", "-q", command], timeout=60, check=False
+                    )
+                raise
+
+
 ServerFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
@@ -124,6 +200,37 @@ async def wait_for_events(
         if time.monotonic() > deadline:
             raise AssertionError(f"model reached {model} but {events} events were expected")
         await asyncio.sleep(0.02)
+
+
+async def wait_until(
+    condition: Callable[[], bool | Awaitable[bool]], within_s: float, what: str
+) -> None:
+    """Poll `condition` (a function, plain or async) until it holds; fail naming `what`
+    after `within_s` seconds."""
+    deadline = time.monotonic() + within_s
+    while True:
+        holds = condition()
+        if not isinstance(holds, bool):
+            holds = await holds
+        if holds:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within_s} s: {what}")
+        await asyncio.sleep(0.05)
+
+
+def marker(name: str, ts: float = 1_700_000_000) -> dict[str, Any]:
+    """A view of an item of its own, to publish last. Once that item exists, everything
+    published before it has been applied (the log is consumed in order), so an exact
+    count read then would also see anything applied twice."""
+    return {"type": "view", "session_id": name, "item_id": name, "ts": ts, "event_id": name}
+
+
+async def item_seen(
+    client: TestClient[Any, Any], item: str, headers: dict[str, str] | None = None
+) -> bool:
+    """Whether the model knows `item` (a marker has been applied)."""
+    return (await client.get(f"/v1/items/{item}", headers=headers)).status == 200
 
 
 async def post_events(
