@@ -11,18 +11,21 @@ without ever crashing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 
 from recsrv.config import BrokerConfig, StoreConfig
-from tests.conftest import free_port
+from tests.conftest import free_port, marker
 from tests.integration.test_checkpoints import QUERIES
 
 EVENTS = 50_000
@@ -105,7 +108,15 @@ class Recsrv:
     async def stop(self) -> None:
         if self.process is not None and self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(self.process.wait(), 30)
+            await asyncio.wait_for(self.process.wait(), STOP_WITHIN_S)
+        if self._reader is not None:
+            await self._reader
+
+    async def end(self) -> None:
+        """Kill the process if it still runs: whatever failed, nothing is left behind."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
         if self._reader is not None:
             await self._reader
 
@@ -117,14 +128,29 @@ class Recsrv:
         except aiohttp.ClientError:
             return None
 
-    async def wait_for_events(self, session: aiohttp.ClientSession, events: int) -> None:
-        deadline = time.monotonic() + 120
+    async def wait_for_events(
+        self, session: aiohttp.ClientSession, events: int, within_s: float
+    ) -> None:
+        deadline = time.monotonic() + within_s
         while time.monotonic() < deadline:
             model = await self.model(session)
             if model is not None and model["events"] >= events:
                 return
             await asyncio.sleep(0.1)
-        raise AssertionError(f"{self.base} did not reach {events} events")
+        raise AssertionError(f"{self.base} did not reach {events} events in {within_s} s")
+
+    async def wait_for_item(
+        self, session: aiohttp.ClientSession, item: str, within_s: float
+    ) -> None:
+        """Until `item` is known: a marker published last has been applied."""
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(f"{self.base}/v1/items/{item}") as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{self.base} did not apply {item!r} in {within_s} s")
 
     async def answers(self, session: aiohttp.ClientSession) -> list[Any]:
         result = []
@@ -149,15 +175,44 @@ def env_for(broker: BrokerConfig, store: StoreConfig) -> dict[str, str]:
     }
 
 
+@pytest.fixture
+async def recsrv() -> AsyncIterator[Callable[[dict[str, str]], Recsrv]]:
+    """Makes Recsrv processes and ends every one still running after the test."""
+    made: list[Recsrv] = []
+
+    def make(env: dict[str, str]) -> Recsrv:
+        made.append(Recsrv(env))
+        return made[-1]
+
+    yield make
+    for server in made:
+        await server.end()
+
+
+# Each wait has its own deadline, and their sum (UP + 3 x CHECKPOINT + 2 x CATCH_UP +
+# 2 x STOP = 240 s) stays under the test's timeout, so that a slow run fails naming
+# the wait that ran out. The test takes about 40 s here.
+UP_WITHIN_S = 30
+CHECKPOINT_WITHIN_S = 20
+CATCH_UP_WITHIN_S = 60
+STOP_WITHIN_S = 15
+
+
+@pytest.mark.timeout(300)
 async def test_kill_9_at_random_points_gives_the_same_answers_as_no_crash(
-    amqp_config: BrokerConfig, amqp_publish: Any, mongo_store: StoreConfig, tmp_path: Any
+    amqp_config: BrokerConfig,
+    amqp_publish: Any,
+    mongo_store: StoreConfig,
+    tmp_path: Any,
+    recsrv: Callable[[dict[str, str]], Recsrv],
 ) -> None:
     messages = recorded_stream()
     rng = random.Random(7)
-    crashing = Recsrv(env_for(amqp_config, mongo_store))
+    crashing = recsrv(env_for(amqp_config, mongo_store))
     await crashing.start()
     async with aiohttp.ClientSession() as http:
-        await crashing.wait_for_events(http, 0)  # up: it has declared the stream
+        # Up: it has declared the stream.
+        await crashing.wait_for_events(http, 0, within_s=UP_WITHIN_S)
         kill_after = sorted(rng.sample(range(50, len(messages) - 50), 3))
         published = 0
         kills = 0
@@ -175,11 +230,11 @@ async def test_kill_9_at_random_points_gives_the_same_answers_as_no_crash(
             if kills == 1:
                 # Once: wait for a checkpoint to begin and kill it in the middle.
                 crashing.checkpoint_started.clear()
-                await asyncio.wait_for(crashing.checkpoint_started.wait(), 30)
+                await asyncio.wait_for(crashing.checkpoint_started.wait(), CHECKPOINT_WITHIN_S)
             else:
                 # Otherwise after a checkpoint, with a random stretch of stream on top
                 # that the restart must replay.
-                await asyncio.wait_for(crashing.checkpoint_written.wait(), 30)
+                await asyncio.wait_for(crashing.checkpoint_written.wait(), CHECKPOINT_WITHIN_S)
                 for _ in range(rng.randint(1, 40)):
                     await amqp_publish(messages[published])
                     published += 1
@@ -189,17 +244,17 @@ async def test_kill_9_at_random_points_gives_the_same_answers_as_no_crash(
         assert kills == 3
         # Two restarts found a checkpoint (the one killed mid-checkpoint may not).
         assert crashing.restores >= 2
-        await crashing.wait_for_events(http, EVENTS)
+        # Published last: once it is applied, so is the whole stream, and an event
+        # applied twice would already show in the counts.
+        await amqp_publish(marker("marker"))
+        await crashing.wait_for_item(http, "marker", within_s=CATCH_UP_WITHIN_S)
 
-        reference = Recsrv(env_for(amqp_config, StoreConfig(url=f"file://{tmp_path}/ref")))
+        reference = recsrv(env_for(amqp_config, StoreConfig(url=f"file://{tmp_path}/ref")))
         await reference.start()
-        try:
-            await reference.wait_for_events(http, EVENTS)
-            await asyncio.sleep(0.5)
-            crashed_answers = await crashing.answers(http)
-            reference_answers = await reference.answers(http)
-        finally:
-            await reference.stop()
-            await crashing.stop()
-    assert crashed_answers[0]["model"]["events"] == EVENTS
+        await reference.wait_for_item(http, "marker", within_s=CATCH_UP_WITHIN_S)
+        crashed_answers = await crashing.answers(http)
+        reference_answers = await reference.answers(http)
+        await reference.stop()
+        await crashing.stop()
+    assert crashed_answers[0]["model"]["events"] == EVENTS + 1
     assert crashed_answers == reference_answers
