@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 from typing import Any
 
 import aio_pika
 import orjson
+import pytest
 from aiohttp.test_utils import TestClient
 
 from recsrv.config import BrokerConfig
-from tests.conftest import AMQP_URL, ServerFactory, wait_for_events
+from tests.conftest import (
+    AMQP_URL,
+    ServerFactory,
+    item_seen,
+    marker,
+    wait_for_events,
+    wait_until,
+)
 
 Client = TestClient[Any, Any]
 TS = 1_700_000_000
@@ -21,14 +30,17 @@ def view(session: str, item: str, n: int = 0) -> dict[str, Any]:
     return {"type": "view", "session_id": session, "item_id": item, "ts": TS + n}
 
 
-async def read_invalid(config: BrokerConfig, count: int) -> list[aio_pika.abc.AbstractMessage]:
-    """Take `count` messages from the invalid-events queue (waiting up to 10 s)."""
+async def read_invalid(
+    config: BrokerConfig, count: int, within_s: float = 10.0
+) -> list[aio_pika.abc.AbstractMessage]:
+    """Take `count` messages from the invalid-events queue (waiting up to `within_s`)."""
     connection = await aio_pika.connect(AMQP_URL)
+    deadline = time.monotonic() + within_s
     async with connection:
         channel = await connection.channel()
         queue = await channel.get_queue(config.invalid_exchange)
         messages: list[aio_pika.abc.AbstractMessage] = []
-        for _ in range(500):
+        while time.monotonic() < deadline:
             message = await queue.get(no_ack=True, fail=False)
             if message is not None:
                 messages.append(message)
@@ -112,14 +124,16 @@ async def test_restart_rebuilds_state_from_the_stream(
     events = [view(f"s{n % 7}", f"i{n % 13}", n) for n in range(300)]
     for start in range(0, 300, 50):
         await amqp_publish(events[start : start + 50])
-    await wait_for_events(first, 300)
+    await amqp_publish(marker("marker"))
+    await wait_until(lambda: item_seen(first, "marker"), 10, "the marker applied")
     before = await (await first.get("/v1/recommendations", params={"session_id": "s3"})).json()
     await first.close()
     second = await make_server(broker=amqp_config)
-    await wait_for_events(second, 300)
+    # The whole stream replayed once: counted when the last event is in, not before.
+    await wait_until(lambda: item_seen(second, "marker"), 10, "the replay reached the marker")
     after = await (await second.get("/v1/recommendations", params={"session_id": "s3"})).json()
     assert after == before
-    assert after["model"]["events"] == 300
+    assert after["model"]["events"] == 301
 
 
 async def test_duplicate_event_ids_are_applied_once(
@@ -129,11 +143,11 @@ async def test_duplicate_event_ids_are_applied_once(
     event = {**view("s1", "a"), "event_id": "e-1"}
     await amqp_publish(event)
     await amqp_publish([event, {**view("s1", "b", 1), "event_id": "e-2"}])
-    await wait_for_events(client, 2)
-    await asyncio.sleep(0.2)
+    await amqp_publish(marker("marker"))
+    await wait_until(lambda: item_seen(client, "marker"), 10, "the marker applied")
     item = await (await client.get("/v1/items/a")).json()
     assert item["counters"]["view"] == 1
-    assert item["model"]["events"] == 2
+    assert item["model"]["events"] == 3
 
 
 async def test_oversized_input_is_refused_without_stopping_the_consumer(
@@ -162,6 +176,9 @@ async def test_oversized_input_is_refused_without_stopping_the_consumer(
     assert (await client.get("/v1/items/i0")).status == 404
 
 
+# Above the sum of its own deadlines (60 s to catch up, 10 s to turn ready), so that a
+# slow run fails naming what did not happen; it takes about 15 s here.
+@pytest.mark.timeout(120)
 async def test_readyz_is_503_until_the_consumer_caught_up(
     make_server: ServerFactory, amqp_config: BrokerConfig, amqp_publish: Any
 ) -> None:
@@ -176,11 +193,11 @@ async def test_readyz_is_503_until_the_consumer_caught_up(
     assert body["error"] == "not_ready"
     assert "behind" in body["message"]
     await wait_for_events(client, 40_000, within_s=60)
-    for _ in range(100):
-        response = await client.get("/readyz")
-        if response.status == 200:
-            break
-        await asyncio.sleep(0.1)
-    ready = await response.json()
+
+    async def ready_now() -> bool:
+        return (await client.get("/readyz")).status == 200
+
+    await wait_until(ready_now, 10, "/readyz answering 200 once caught up")
+    ready = await (await client.get("/readyz")).json()
     assert ready["status"] == "ready"
     assert ready["offset"] == ready["end_offset"]
