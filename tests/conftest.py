@@ -32,6 +32,20 @@ from recsrv.config import BrokerConfig, Config, StoreConfig
 
 AMQP_URL = os.environ.get("RECSRV_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
+# Folders whose tests need a service: RabbitMQ, the MongoDB-wire server, a browser, a
+# real `recsrv run` process, or at least the whole server on a port. Every test in
+# them is marked `integration`, so `pytest -m "not integration"` runs the rest with
+# no service at all.
+SERVICE_FOLDERS = frozenset({"integration", "browser"})
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = item.path.resolve().relative_to(TESTS).parts[0]
+        if folder in SERVICE_FOLDERS:
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture
 def broker_names() -> dict[str, str]:
