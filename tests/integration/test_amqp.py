@@ -15,9 +15,12 @@ from aiohttp.test_utils import TestClient
 from recsrv.config import BrokerConfig
 from tests.conftest import (
     AMQP_URL,
+    JSON,
+    RabbitMQ,
     ServerFactory,
     item_seen,
     marker,
+    post_events,
     wait_for_events,
     wait_until,
 )
@@ -201,3 +204,34 @@ async def test_readyz_is_503_until_the_consumer_caught_up(
     ready = await (await client.get("/readyz")).json()
     assert ready["status"] == "ready"
     assert ready["offset"] == ready["end_offset"]
+
+
+# The consumer reconnects with back-off (up to 10 s between attempts) once RabbitMQ is
+# back; the timeout is above the sum of the test's own deadlines.
+@pytest.mark.timeout(120)
+async def test_writes_answer_503_while_rabbitmq_is_down_and_202_once_it_is_back(
+    make_server: ServerFactory, amqp_config: BrokerConfig, rabbitmq: RabbitMQ
+) -> None:
+    client = await make_server(broker=amqp_config)
+    await post_events(client, view("s1", "a"))
+    await wait_for_events(client, 1)
+    await rabbitmq.stop()
+    response = await client.post("/v1/events", data=orjson.dumps(view("s1", "b")), headers=JSON)
+    assert response.status == 503, await response.text()
+    body = await response.json()
+    assert (body["error"], body["message"]) == (
+        "broker_unavailable",
+        "the event log did not confirm",
+    )
+    await rabbitmq.start()
+
+    async def accepted() -> bool:
+        sent = await client.post("/v1/events", data=orjson.dumps(marker("m")), headers=JSON)
+        return sent.status == 202
+
+    await wait_until(accepted, 30, "a write accepted after RabbitMQ came back")
+    await wait_until(lambda: item_seen(client, "m"), 20, "the write applied")
+    # The refused event never reached the state (the marker may have been sent more
+    # than once: its event id counts it once).
+    assert (await client.get("/v1/items/b")).status == 404
+    assert (await (await client.get("/v1/popular")).json())["model"]["events"] == 2
