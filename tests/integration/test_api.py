@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
-from recsrv.config import ModelConfig
+from recsrv.app import build_app
+from recsrv.broker import Delivery
+from recsrv.broker.memory import MemoryEventLog
+from recsrv.config import Config, ModelConfig, StoreConfig
 from recsrv.scoring.components import COMPONENTS
 from tests.conftest import JSON, item_seen, marker, post_events, wait_for_events, wait_until
 
@@ -248,3 +254,73 @@ async def test_operational_endpoints(client: Client) -> None:
     text = await response.text()
     assert 'recsrv_events_applied_total{type="view"} 2.0' in text
     assert "recsrv_events_published_total 2.0" in text
+
+
+async def test_exclude_and_category_narrow_the_recommendations(client: Client) -> None:
+    # Catalog writes are stamped with the current time: the sessions live in it too.
+    now = time.time()
+    shelves = {"kitchen": ["pan", "pot", "lid", "cup"], "garden": ["hoe", "rake"]}
+    for category, items in shelves.items():
+        for item in items:
+            body = orjson.dumps({"title": item, "category": category})
+            response = await client.put(f"/v1/items/{item}", data=body, headers=JSON)
+            assert response.status == 202, await response.text()
+    everything = [*shelves["kitchen"], *shelves["garden"]]
+    for n in range(6):
+        await post_events(client, browse(f"s{n}", everything[n:] + everything[:n], now + n))
+    await post_events(client, browse("me", ["pan"], now + 10))
+    await post_events(client, marker("m", now))
+    await wait_until(lambda: item_seen(client, "m"), 10, "the marker applied")
+
+    def ids(body: Any) -> list[str]:
+        return [item["item_id"] for item in body["items"]]
+
+    everyone = ids(await get_json(client, "/v1/recommendations", session_id="me", k="10"))
+    assert {"pot", "lid", "hoe", "rake"} <= set(everyone)
+    narrowed = await get_json(
+        client, "/v1/recommendations", session_id="me", k="10", exclude="pot,hoe"
+    )
+    assert ids(narrowed) == [item for item in everyone if item not in {"pot", "hoe"}]
+    garden = await get_json(client, "/v1/recommendations", session_id="me", category="garden")
+    assert sorted(ids(garden)) == ["hoe", "rake"]
+    both = await get_json(
+        client, "/v1/recommendations", session_id="me", category="kitchen", exclude="lid"
+    )
+    assert ids(both) and set(ids(both)) <= {"pan", "pot", "cup"}
+    assert (await get_json(client, "/v1/recommendations", session_id="me", category="x"))[
+        "items"
+    ] == []
+
+
+class DyingLog(MemoryEventLog):
+    """An in-process log whose reader fails with a bug (not a broker error) on b"die"."""
+
+    async def consume(self, start_offset: int | None) -> AsyncIterator[Delivery]:
+        async for delivery in super().consume(start_offset):
+            if delivery.body == b"die":
+                raise RuntimeError("a bug in the consumer")
+            yield delivery
+
+
+async def test_readyz_says_so_when_the_state_task_dies(tmp_path: Path) -> None:
+    log = DyingLog()
+    config = replace(Config(), store=StoreConfig(url=f"file://{tmp_path / 'checkpoints'}"))
+    client: Client = TestClient(TestServer(build_app(config, log)))
+    await client.start_server()
+    try:
+        await post_events(client, marker("m"))
+        await wait_until(lambda: item_seen(client, "m"), 10, "the marker applied")
+        assert (await client.get("/readyz")).status == 200
+        await log.publish(b"die", "test")
+
+        async def not_ready() -> bool:
+            return (await client.get("/readyz")).status == 503
+
+        await wait_until(not_ready, 10, "/readyz turning 503 after the consumer died")
+        body = await (await client.get("/readyz")).json()
+        assert body["error"] == "not_ready"
+        assert body["message"].startswith("the consumer stopped: ")
+        assert "RuntimeError('a bug in the consumer')" in body["message"]
+        assert (await client.get("/healthz")).status == 200  # alive, but not ready
+    finally:
+        await client.close()
