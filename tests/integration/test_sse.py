@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from recsrv.config import AuthConfig, ServerConfig
 from recsrv.http.storefront import SSE_HUB
-from tests.conftest import JSON, ServerFactory, post_events
+from tests.conftest import JSON, ServerFactory, post_events, wait_for_events
 
 Client = TestClient[Any, Any]
 TS = 1_700_000_000
@@ -238,3 +238,77 @@ async def test_cors_only_for_configured_origins(make_server: ServerFactory) -> N
     stream = await open_stream(client, "s", Origin="https://evil.example")
     assert "Access-Control-Allow-Origin" not in stream.headers
     stream.close()
+
+
+async def test_catalog_delete_and_forget_push_new_lists(client: Client) -> None:
+    await post_events(client, history())
+    bought = {"type": "purchase", "session_id": "buyer", "user_id": "u1", "item_id": "x"}
+    await post_events(client, {**bought, "ts": TS + 2000})
+    await wait_for_events(client, len(history()) + 1)
+    stream = await open_stream(client, "live")
+    await next_message(stream)
+    await post_events(client, view("live", "a"))
+    listed = await next_message(stream)
+    assert listed.data["items"][0]["item_id"] == "b"
+    # Out of stock: pushed without it, though the session did nothing.
+    response = await client.put("/v1/items/b", data=orjson.dumps({"in_stock": False}), headers=JSON)
+    assert response.status == 202
+    restocked = await next_message(stream)
+    assert "b" not in [item["item_id"] for item in restocked.data["items"]]
+    assert "c" in [item["item_id"] for item in restocked.data["items"]]
+    # Deleted: pushed without it.
+    assert (await client.delete("/v1/items/c")).status == 202
+    deleted = await next_message(stream)
+    assert "c" not in [item["item_id"] for item in deleted.data["items"]]
+    stream.close()
+    # Forgotten: a stream that asked for the user's list gets one without the user.
+    mine = await client.get("/v1/sessions/new/stream", params={"user_id": "u1"})
+    assert mine.status == 200
+    before = await next_message(mine)
+    assert before.data["strategy"] != "popular"
+    assert (await client.delete("/v1/users/u1")).status == 202
+    after = await next_message(mine)
+    assert after.data["strategy"] == "popular"
+    mine.close()
+
+
+async def test_category_and_user_id_shape_the_streamed_list(client: Client) -> None:
+    for item, category in (("a", "one"), ("b", "one"), ("x", "two"), ("y", "two")):
+        body = orjson.dumps({"title": item, "category": category})
+        assert (await client.put(f"/v1/items/{item}", data=body, headers=JSON)).status == 202
+    now = time.time()
+    events = [{**event, "ts": now} for event in history()]
+    bought = {"type": "purchase", "session_id": "buyer", "user_id": "u1", "item_id": "x"}
+    await post_events(client, [*events, {**bought, "ts": now}])
+    await wait_for_events(client, len(events) + 5)
+    plain = await (await client.get("/v1/recommendations", params={"session_id": "me"})).json()
+    for params in ({"category": "two"}, {"user_id": "u1"}):
+        stream = await client.get("/v1/sessions/me/stream", params=params)
+        assert stream.status == 200, await stream.text()
+        streamed = await next_message(stream)
+        stream.close()
+        query = {"session_id": "me", **params}
+        rest = await (await client.get("/v1/recommendations", params=query)).json()
+        assert streamed.data == rest, params
+        assert streamed.data["items"] != plain["items"], params  # the parameter mattered
+        if "category" in params:
+            assert sorted(i["item_id"] for i in streamed.data["items"]) == ["x", "y"]
+
+
+async def test_heartbeats_are_ping_comments(make_server: ServerFactory) -> None:
+    client = await make_server(server=ServerConfig(sse_heartbeat_s=0.2))
+    stream = await open_stream(client, "s")
+    await next_message(stream)
+    async with asyncio.timeout(3):
+        while (line := await stream.content.readline()) in (b"\r\n", b"\n"):
+            pass
+    assert line.rstrip() == b": ping"
+    stream.close()
+
+
+async def test_a_stream_asked_for_during_shutdown_gets_503(make_server: ServerFactory) -> None:
+    client = await make_server()
+    await client.server.app[SSE_HUB].close()  # what the server's shutdown does first
+    response = await client.get("/v1/sessions/s/stream")
+    assert response.status == 503
+    assert (await response.json())["error"] == "shutting_down"
