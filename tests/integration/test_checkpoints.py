@@ -10,6 +10,7 @@ import asyncio
 import gc
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -412,3 +413,48 @@ async def test_rabbitmq_restart_resumes_from_the_applied_offset(
     model = (await (await client.get("/v1/popular")).json())["model"]
     # Every published event applied exactly once: none lost, none counted twice.
     assert model["events"] == len(published) + 1, statuses
+
+
+async def test_mongodb_keeps_the_configured_number_and_forget_keeps_only_the_newest(
+    make_server: ServerFactory, mongo_store: StoreConfig
+) -> None:
+    config = replace(mongo_store, keep_checkpoints=2)
+    client = await make_server(store=config)
+    store = MongoStore(config.url)
+    await store.open()
+    chunks = store._database()["checkpoint_chunks"]
+
+    async def kept() -> tuple[list[str], list[str]]:
+        """The complete checkpoints, newest first, and those that chunks belong to."""
+        complete = [info.id for info in await store.complete()]
+        return complete, sorted(await chunks.distinct("checkpoint"))
+
+    async def newest_data() -> bytes:
+        newest = (await store.complete())[0]
+        return b"".join([chunk async for chunk in store.read(newest)])
+
+    try:
+        purchase = {
+            "type": "purchase",
+            "session_id": "s-x",
+            "user_id": "u-gone",
+            "items": [{"item_id": "milk"}],
+            "ts": TS,
+        }
+        ids = []
+        for round_ in range(3):
+            events = shop_events(50, round_ * 50, users=False)
+            await post_events(client, [purchase, *events] if round_ == 0 else events)
+            await wait_for_events(client, 50 * (round_ + 1) + 1)
+            ids.append((await checkpoint_now(client))["id"])
+        assert await kept() == ([ids[2], ids[1]], sorted([ids[2], ids[1]]))
+        assert b"u-gone" in await newest_data()  # stored as it is: the check below can fail
+
+        assert (await client.delete("/v1/users/u-gone")).status == 202
+        await wait_for_events(client, 152)
+        newest = (await checkpoint_now(client))["id"]
+        # The older ones still held the forgotten user: only the newest is left.
+        assert await kept() == ([newest], [newest])
+        assert b"u-gone" not in await newest_data()
+    finally:
+        await store.close()
