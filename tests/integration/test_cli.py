@@ -9,10 +9,13 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import orjson
+import pytest
 
-from tests.conftest import free_port
+from recsrv import demo
+from tests.conftest import free_port, marker, spawn_recsrv
 
 
 def start(tmp_path: Path, *args: str, **env: str) -> subprocess.Popen[bytes]:
@@ -97,3 +100,58 @@ def test_unreachable_broker_stops_start_up_with_a_clear_message(tmp_path: Path) 
     assert process.returncode == 1
     assert b"cannot set up RabbitMQ" in stderr
     assert b"secret" not in stderr
+
+
+def log_entries(log: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in log.read_bytes().splitlines() if line.startswith(b"{")]
+
+
+def wait_for_log(
+    log: Path, event: str, process: subprocess.Popen[bytes], within_s: float
+) -> dict[str, Any]:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        found = [entry for entry in log_entries(log) if entry.get("event") == event]
+        if found:
+            return found[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no {event!r} log line within {within_s} s:\n{log.read_text()}")
+
+
+def model_events(base: str) -> int:
+    events: int = orjson.loads(http("GET", base + "/v1/popular?k=1")[1])["model"]["events"]
+    return events
+
+
+# Above the sum of the test's own deadlines (60 + 30 + 60 + 10 s).
+@pytest.mark.timeout(200)
+def test_restarting_the_demo_does_not_apply_its_history_twice(tmp_path: Path) -> None:
+    expected = len(demo.catalog()) + len(demo.history(0.0))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server, log = spawn_recsrv(tmp_path, port, {}, command="demo")
+    try:
+        wait_for_log(log, "demo_loaded", server, within_s=60)
+        deadline = time.monotonic() + 30
+        while model_events(base) < expected:
+            assert time.monotonic() < deadline, "the first run never applied the demo"
+            time.sleep(0.1)
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0, log.read_text()
+
+        # The second run restores the first one's state, then publishes the same
+        # catalog and history again: their event ids must keep them out.
+        server, log = spawn_recsrv(tmp_path, port, {}, command="demo")
+        assert wait_for_log(log, "restored", server, within_s=60)["events"] == expected
+        wait_for_log(log, "demo_loaded", server, within_s=60)
+        status, _ = http("POST", base + "/v1/events", orjson.dumps(marker("after-demo")))
+        assert status == 202
+        deadline = time.monotonic() + 10
+        while http("GET", base + "/v1/items/after-demo")[0] != 200:
+            assert time.monotonic() < deadline, "the marker after the demo was never applied"
+            time.sleep(0.1)
+        assert model_events(base) == expected + 1
+    finally:
+        server.kill()
+        server.wait()
