@@ -135,7 +135,7 @@ async def test_reconnect_with_last_event_id_gets_the_current_list(client: Client
     first = await next_message(stream)
     stream.close()
     await post_events(client, view("again", "a"))
-    await asyncio.sleep(0.2)
+    await wait_for_events(client, len(history()) + 1)  # the list has changed
     again = await open_stream(client, "again", **{"Last-Event-ID": str(first.id)})
     current = await next_message(again, within_s=1)
     assert current.data["strategy"] == "session"
