@@ -224,12 +224,27 @@ def test_live_recommendations_follow_the_shopper(demo_server: str, page: Any) ->
     )
     shop.click_and_follow(f'#panel-bought-together a[data-item-id="{third}"]', third, after_second)
 
-    # 4. Into the cart: the header counts it, and the live list leaves it out.
+    # 4. Into the cart: the header counts it, the server applies the cart event, and the
+    # live panel then shows the list the server gives this session after the cart.
+    session = page.evaluate("window.demoRec.sessionId")
+    carts = get_json(f"{base}/v1/items/{third}")["counters"]["add_to_cart"]
     page.click("#add-to-cart")
     expect(page.locator("#cart-count")).to_have_text("1", timeout=LIVE_WITHIN_MS)
-    page.wait_for_timeout(LIVE_WITHIN_MS)
-    assert third not in shop.ids("panel-recommended")
-    assert page.locator("#live-strategy").inner_text() == "session"
+    deadline = time.monotonic() + 5
+    while get_json(f"{base}/v1/items/{third}")["counters"]["add_to_cart"] != carts + 1:
+        assert time.monotonic() < deadline, "the cart event never reached the model"
+        time.sleep(0.05)
+    after_cart = get_json(f"{base}/v1/recommendations?session_id={session}&k={K}")
+    expected = [item["item_id"] for item in after_cart["items"]]
+    page.wait_for_function(
+        "(ids) => JSON.stringify(Array.from(document.querySelectorAll("
+        "'#panel-recommended a[data-item-id]'), (a) => a.dataset.itemId)) === JSON.stringify(ids)",
+        arg=expected,
+        timeout=LIVE_WITHIN_MS,
+        polling=20,
+    )
+    assert third not in expected
+    expect(page.locator("#live-strategy")).to_have_text(after_cart["strategy"])
     screenshot(page)
 
     page.goto(base + "/demo#cart")
