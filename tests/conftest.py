@@ -49,6 +49,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 def broker_names() -> dict[str, str]:
+    return new_broker_names()
+
+
+def new_broker_names() -> dict[str, str]:
+    """Exchange and queue names of a test's own."""
     run = uuid.uuid4().hex[:10]
     return {
         "exchange": f"recsrv.test.{run}.events",
@@ -61,6 +66,11 @@ def broker_names() -> dict[str, str]:
 async def amqp_config(broker_names: dict[str, str]) -> AsyncIterator[BrokerConfig]:
     """A BrokerConfig for the real RabbitMQ with unique names; deletes them afterwards."""
     yield BrokerConfig(url=AMQP_URL, max_age="1h", **broker_names)
+    await delete_broker_names(broker_names)
+
+
+async def delete_broker_names(broker_names: dict[str, str]) -> None:
+    """Delete the queues and exchanges recsrv declared for `broker_names`."""
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel()
