@@ -152,8 +152,12 @@ STATE_TASK = web.AppKey("state_task", StateTask)
 def _report_end(runtime: Runtime, task: asyncio.Task[None]) -> None:
     """The consumer only ends on a bug: say so loudly and stop being ready."""
     if not task.cancelled() and task.exception() is not None:
-        logger.error("state_task_stopped", error=repr(task.exception()))
-        runtime.problems["consumer"] = f"the consumer stopped: {task.exception()!r}"
+        error = task.exception()
+        # A TaskGroup wraps the one error that ended it: name that error, not the group.
+        while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+            error = error.exceptions[0]
+        logger.error("state_task_stopped", error=repr(error))
+        runtime.problems["consumer"] = f"the consumer stopped: {error!r}"
 
 
 async def _load_demo(runtime: Runtime) -> None:

@@ -319,8 +319,8 @@ async def test_readyz_says_so_when_the_state_task_dies(tmp_path: Path) -> None:
         await wait_until(not_ready, 10, "/readyz turning 503 after the consumer died")
         body = await (await client.get("/readyz")).json()
         assert body["error"] == "not_ready"
-        assert body["message"].startswith("the consumer stopped: ")
-        assert "RuntimeError('a bug in the consumer')" in body["message"]
+        # The error itself, not the task group that carried it.
+        assert body["message"] == "the consumer stopped: RuntimeError('a bug in the consumer')"
         assert (await client.get("/healthz")).status == 200  # alive, but not ready
     finally:
         await client.close()
