@@ -43,7 +43,7 @@ TS: Schema = {
     "(e.g. 2024-05-01T12:00:00.5+02:00), from 1970 on; default: the time it is received",
     "anyOf": [
         {"type": "number", "minimum": 0, "exclusiveMaximum": MAX_TS},
-        {"type": "string", "minLength": 19, "maxLength": 64},
+        {"type": "string", "format": "date-time", "minLength": 19, "maxLength": 64},
         {"type": "null"},
     ],
 }

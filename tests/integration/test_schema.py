@@ -14,9 +14,9 @@ line (aiohttp's), which a valid query of multi-byte characters can exceed once
 URL-encoded; server.max_query_chars (4096) over all parameters together; the 4 KiB
 of an event's `properties` once encoded; and the equality of a PUT body's item_id
 with the path's. Each is refused with a documented 400. (Turned on in November 2026,
-it also found that the document lets an event's `ts` be any string of 19 to 64
-characters, where the server takes only RFC 3339 date-times.) Hypothesis' health
-checks all run.
+it also found that the document let an event's `ts` be any string of 19 to 64
+characters, where the server takes only RFC 3339 date-times: the string now has
+`format: date-time`.) Hypothesis' health checks all run.
 
 The schema is built from recsrv.http.openapi at import time, since schemathesis'
 lazy loader (from_fixture) does not run under pytest 9.2 (it sets Node._nodeid);
@@ -43,7 +43,9 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from recsrv.app import build_app
 from recsrv.config import Config
-from recsrv.http.openapi import openapi_document
+from recsrv.errors import EventError
+from recsrv.events import parse_ts
+from recsrv.http.openapi import TS, openapi_document
 from tests.conftest import (
     AMQP_URL,
     delete_broker_names,
@@ -164,6 +166,15 @@ def test_the_served_document_is_the_one_tested(live_server: str) -> None:
         for method in operations
     }
     assert documented == routes
+
+
+def test_a_string_ts_is_documented_as_the_date_time_the_server_takes() -> None:
+    # What the positive-data check found: a string of the right length is not enough.
+    assert parse_ts("2024-05-01T12:00:00.5+02:00") == pytest.approx(1714557600.5)
+    with pytest.raises(EventError):
+        parse_ts("not a date, but long enough")
+    strings = [variant for variant in TS["anyOf"] if variant.get("type") == "string"]
+    assert strings and all(variant.get("format") == "date-time" for variant in strings)
 
 
 # One test per operation; RECSRV_SCHEMA_EXAMPLES raises the count for a longer hunt.
