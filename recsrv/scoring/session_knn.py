@@ -88,11 +88,13 @@ def score(model: Model, context: Context) -> Scores:
         picked = np.argpartition(similarity, cut)[cut:]
         live, similarity, anchor_column = live[picked], similarity[picked], anchor_column[picked]
     # Every item of the chosen neighbours, by its distance in n from p*.
+    chosen = np.zeros(len(records), dtype=np.bool_)
+    chosen[live] = True
     lent_similarity = np.zeros(len(records))
     lent_similarity[live] = similarity
     anchor = np.zeros(len(records), dtype=np.int64)
     anchor[live] = anchor_column
-    lent = lent_similarity[owner] > 0.0
+    lent = chosen[owner]
     owner, column, entries = owner[lent], column[lent], entries[lent]
     values = lent_similarity[owner] * np.exp(-np.abs(column - anchor[owner]) / spread)
     # Summed per item: sorted, then added up run by run.

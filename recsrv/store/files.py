@@ -68,7 +68,7 @@ class FileStore:
         except OSError as exc:
             raise await self._read_failure(info, exc) from exc
         with handle:
-            size = os.fstat(handle.fileno()).st_size
+            size = (await asyncio.to_thread(os.fstat, handle.fileno())).st_size
             if size != info.size:
                 raise CheckpointDamaged(
                     f"checkpoint {info.id} holds {size} bytes, its metadata says {info.size}"
