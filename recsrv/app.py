@@ -184,8 +184,10 @@ async def serve(config: Config, stop: asyncio.Event, demo: bool = False) -> None
         app.on_shutdown.append(lambda _: _cancel(demo_task))
     logger.info(
         "starting",
-        mode="embedded" if config.embedded else "production",
+        # By the URL rules of open_event_log and open_store; each side is chosen alone.
+        broker_kind="memory" if config.broker.url == "memory://" else "rabbitmq",
         broker=runtime.log.describe,
+        store_kind="files" if config.store.url.startswith("file://") else "mongodb",
         store=runtime.store.describe,
         config=config.source,
     )

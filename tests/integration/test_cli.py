@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from recsrv import demo
+from recsrv.config import BrokerConfig
 from tests.conftest import free_port, marker, spawn_recsrv
 
 
@@ -72,9 +73,38 @@ def test_run_starts_embedded_serves_and_stops_cleanly_on_sigterm(tmp_path: Path)
     assert process.returncode == 0
     lines = [orjson.loads(line) for line in stdout.splitlines()]
     assert lines[0]["event"] == "starting"
-    assert lines[0]["mode"] == "embedded"
+    assert (lines[0]["broker_kind"], lines[0]["store_kind"]) == ("memory", "files")
     assert "memory://" in lines[0]["broker"]
+    assert "mode" not in lines[0]
     assert lines[-1]["event"] == "stopped"
+
+
+def test_the_start_line_names_rabbitmq_and_the_file_store(
+    tmp_path: Path, amqp_config: BrokerConfig
+) -> None:
+    port = free_port()
+    process = start(
+        tmp_path,
+        RECSRV_SERVER__PORT=str(port),
+        RECSRV_BROKER__URL=amqp_config.url,
+        RECSRV_BROKER__EXCHANGE=amqp_config.exchange,
+        RECSRV_BROKER__QUEUE=amqp_config.queue,
+        RECSRV_BROKER__INVALID_EXCHANGE=amqp_config.invalid_exchange,
+        RECSRV_BROKER__MAX_AGE=amqp_config.max_age,
+        RECSRV_STORE__URL=f"file://{tmp_path / 'store'}",
+    )
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, _ = process.communicate(timeout=15)
+    assert process.returncode == 0
+    first = orjson.loads(stdout.splitlines()[0])
+    assert first["event"] == "starting"
+    assert (first["broker_kind"], first["store_kind"]) == ("rabbitmq", "files")
+    assert amqp_config.queue in first["broker"]
+    assert str(tmp_path / "store") in first["store"]
+    assert "mode" not in first
 
 
 def test_invalid_configuration_stops_start_up_naming_the_key(tmp_path: Path) -> None:
