@@ -13,6 +13,10 @@ One middleware, in this order for each request:
    and for one refused with 401 (so guessing keys is as slow as a storefront): 429
    with Retry-After when the bucket is empty.
 
+A request aiohttp's HTTP parser refuses never reaches the middleware nor the
+on_response_prepare signal that adds the headers: aiohttp answers it with a plain-text
+400 of its own, and has no hook to change that (README, Security).
+
 Keys are compared as SHA-256 digests with hmac.compare_digest, against every key
 whatever matched before, so the time taken says nothing about which key is near.
 No key is ever logged: messages never quote them, they stay out of repr, and the

@@ -422,6 +422,47 @@ async def test_cors_with_keys(make_server: ServerFactory) -> None:
     assert "Origin" in response.headers["Vary"]
 
 
+async def raw_exchange(port: int, request: bytes) -> bytes:
+    """Send `request` as raw bytes; everything the server answers before it closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout=5)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_a_request_the_http_parser_refuses_gets_aiohttps_own_400(
+    make_server: ServerFactory,
+) -> None:
+    """The limit the README states (Security, Browsers): aiohttp answers a request its
+    parser refuses before any middleware or signal runs, so it is plain text without
+    recsrv's headers, and the connection closes. The day aiohttp runs the app's signals
+    for it, this fails: then make the answer the JSON error and assert that here."""
+    client = await make_server(auth=KEYS)
+    port = client.server.port
+    assert port is not None
+    for request in (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        b"NOT-A-METHOD\r\n\r\n",
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    ):
+        answer = await raw_exchange(port, request)
+        head, _, _ = answer.partition(b"\r\n\r\n")
+        lines = head.lower().split(b"\r\n")
+        assert lines[0].split(b" ")[1] == b"400", answer
+        assert b"content-type: text/plain; charset=utf-8" in lines, answer
+        assert not any(line.startswith(b"x-content-type-options") for line in lines), answer
+    # The server goes on serving, with its headers, on a new connection.
+    answer = await raw_exchange(
+        port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert b"X-Content-Type-Options: nosniff" in answer, answer
+
+
 # ---- keys never reach the logs ------------------------------------------------------
 
 
