@@ -2,7 +2,8 @@
 
 One middleware, in this order for each request:
 
-1. the client's address: the peer, or the X-Forwarded-For hop a trusted proxy saw;
+1. the client's address: the peer, or the hop a trusted proxy saw, from Forwarded
+   (RFC 7239) or X-Forwarded-For (`Guard.client_address` says which, when both come);
 2. query caps (server.max_query_params, server.max_query_chars): 400 beyond (a path
    no route matches goes on to aiohttp's 404 or 405 untouched);
 3. the key, unless the route is open (recsrv.http.access) or no key is configured:
@@ -71,6 +72,9 @@ COMMON_HEADERS: Final = {
 }
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# A node's port: digits, or an obfuscated one (RFC 7239 section 6).
+NODE_PORT = re.compile(r":(?:[0-9]{1,5}|_[A-Za-z0-9._-]+)")
 # Where a key can sit in text aiohttp logs: a query parameter, an Authorization value.
 KEY_IN_TEXT = re.compile(r"(?i)(\bkey=|\bbearer\s+)[^\s&'\"\\]+")
 AIOHTTP_LOGGERS = ("aiohttp.server", "aiohttp.access", "aiohttp.web")
@@ -123,6 +127,34 @@ class Keyring:
         return found
 
 
+def node_address(node: str | None) -> IPAddress | None:
+    """The IP address in a Forwarded `for=` node or an X-Forwarded-For hop, its port
+    dropped: "192.0.2.1", "192.0.2.1:4711", "[2001:db8::1]", "[2001:db8::1]:4711".
+
+    None for "unknown", an obfuscated identifier ("_proxy1", RFC 7239 section 6.3), a
+    missing node or anything else that names no address.
+    """
+    if not node:
+        return None
+    if node.startswith("["):
+        host, closed, port = node[1:].partition("]")
+        if not closed:
+            return None
+        version: int | None = 6
+    elif node.count(":") == 1:
+        host, colon, port = node.partition(":")
+        port, version = colon + port, 4
+    else:
+        host, port, version = node, "", None  # bare IPv4, or IPv6 without its brackets
+    if port and not NODE_PORT.fullmatch(port):
+        return None
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return ip if version in (None, ip.version) else None
+
+
 def _digest(key: str) -> bytes:
     # surrogatepass: a header or query value may hold any code point; none may raise here.
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
@@ -148,34 +180,59 @@ class Guard:
     # ---- the client's address -----------------------------------------------------
 
     def client_address(self, request: web.Request) -> str:
+        """The peer, unless it is a trusted proxy that says whom it forwards for.
+
+        A trusted proxy appends to Forwarded or to X-Forwarded-For, and passes the other
+        on as the client sent it, so when both come either may be the client's own
+        invention. Each is read; if they name the same client, that is the client,
+        otherwise the peer (a client can then pick the proxy's address, never another).
+        """
         peer = request.remote or "unknown"
-        forwarded = request.headers.getall(hdrs.X_FORWARDED_FOR, [])
-        if not forwarded:
+        forwarded = request.headers.getall(hdrs.FORWARDED, [])
+        x_forwarded_for = request.headers.getall(hdrs.X_FORWARDED_FOR, [])
+        if not forwarded and not x_forwarded_for:
             return peer
         if not self.trusted:
             self._warn_forwarded(peer)
             return peer
         if not self._is_trusted(peer):
             return peer
-        # Proxies append: from the right, the first hop not a trusted proxy is the client.
-        hops = [hop.strip() for value in forwarded for hop in value.split(",")]
-        for hop in reversed(hops):
-            if hop and not self._is_trusted(hop):
-                return hop[:64]
-        return peer
+        named = set()
+        if forwarded:
+            named.add(self._client_in([node_address(e.get("for")) for e in request.forwarded]))
+        if x_forwarded_for:
+            hops = [hop.strip() for value in x_forwarded_for for hop in value.split(",")]
+            named.add(self._client_in([node_address(hop) for hop in hops if hop]))
+        client = named.pop() if len(named) == 1 else None
+        return client or peer
+
+    def _client_in(self, hops: list[IPAddress | None]) -> str | None:
+        """Proxies append the address they were reached from: from the right, the first
+        hop that is not a trusted proxy is the client. None if every hop is trusted, or
+        if that hop is no address ("unknown", an obfuscated "_name", unreadable): the
+        hops left of it came from a party nobody vouches for."""
+        for ip in reversed(hops):
+            if ip is None:
+                return None
+            if not self._trusts(ip):
+                return str(ip)
+        return None
 
     def _is_trusted(self, address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False
+        return self._trusts(ip)
+
+    def _trusts(self, ip: IPAddress) -> bool:
         return any(ip in network for network in self.trusted)
 
     def _warn_forwarded(self, peer: str) -> None:
         if not self._warned_forwarded:
             self._warned_forwarded = True
             logger.warning(
-                "x_forwarded_for_ignored",
+                "forwarded_headers_ignored",
                 peer=peer,
                 hint="list the reverse proxy in server.trusted_proxies, or every client "
                 "behind it shares one rate limit and one stream cap",

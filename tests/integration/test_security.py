@@ -304,6 +304,42 @@ async def test_forwarded_for_counts_only_from_a_trusted_proxy(
         for n in range(3)
     ]
     assert statuses == [200, 200, 429]
+    statuses = [
+        (
+            await client.get(
+                "/v1/popular", headers={**bearer(PUBLIC), "Forwarded": f"for=203.0.113.{n}"}
+            )
+        ).status
+        for n in range(2)
+    ]
+    assert statuses == [429, 429]
+
+
+async def test_forwarded_from_a_trusted_proxy_names_the_client(
+    make_server: ServerFactory,
+) -> None:
+    client = await make_server(
+        auth=AuthConfig(public_keys=(PUBLIC,), public_rate_per_s=0.1, public_burst=1),
+        server=ServerConfig(trusted_proxies=("127.0.0.0/8", "::1")),
+    )
+
+    async def status(*forwarded: str, **more: str) -> int:
+        headers = [("Authorization", f"Bearer {PUBLIC}")]
+        headers += [("Forwarded", value) for value in forwarded] + list(more.items())
+        return (await client.get("/v1/popular", headers=headers)).status
+
+    # Each client its own bucket, read from the right past the trusted proxies.
+    assert await status("for=198.51.100.7, for=203.0.113.1") == 200
+    assert await status("for=203.0.113.1;proto=https, for=127.0.0.9") == 429
+    assert await status('for="[2001:db8::2]:4711"') == 200
+    assert await status("for=203.0.113.3", 'for="[::1]"') == 200
+    assert await status("for=203.0.113.3") == 429
+    # No address to read: the proxy's own bucket, whatever sits left of it.
+    assert await status("for=203.0.113.4, for=unknown") == 200
+    assert await status("for=203.0.113.5, for=_hidden") == 429
+    # Forwarded and X-Forwarded-For that disagree: one is the client's, so the proxy's.
+    assert await status("for=203.0.113.6", **{"X-Forwarded-For": "203.0.113.7"}) == 429
+    assert await status("for=203.0.113.6", **{"X-Forwarded-For": "203.0.113.6"}) == 200
 
 
 async def test_rate_limit_zero_turns_it_off(make_server: ServerFactory) -> None:
