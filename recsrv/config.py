@@ -44,7 +44,7 @@ class ServerConfig:
     # Query strings: how many parameters, and how long in all (400 beyond).
     max_query_params: int = 32
     max_query_chars: int = 4096
-    # Peers (addresses or networks) whose X-Forwarded-For names the real client.
+    # Peers (addresses or networks) whose Forwarded / X-Forwarded-For names the client.
     trusted_proxies: tuple[str, ...] = ()
 
     def validate(self) -> None:
