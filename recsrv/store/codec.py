@@ -6,6 +6,11 @@ shape travel with the raw bytes and nothing is ever unpickled). The stream is cu
 into chunks of CHUNK_BYTES. Chunks are not compressed: zlib at its fastest level ran
 at under 20 MB/s here on the mostly random weights and indices, slower than writing
 the bytes. Pure code: no I/O besides in-memory buffers.
+
+`encode` is meant for a worker thread beside an event loop. A thread that holds the GIL
+makes the loop's thread wait for it, each time the loop wakes, until the interpreter's
+switch interval (5 ms) runs out; so the encoder also sleeps PAUSE_S every PAUSE_EVERY_S
+of work, which hands the GIL over at once.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -25,7 +31,11 @@ CODEC_FORMAT: Final = 1
 # Well under MongoDB's 16 MiB document limit; PyMongo encodes each document on the
 # event loop, so a smaller chunk is a shorter stall.
 CHUNK_BYTES: Final = 4 * 1024 * 1024
-WRITE_SLICE: Final = 2 * 1024 * 1024
+WRITE_SLICE: Final = 1024 * 1024
+# About 5% more time for the encoder; the loop's longest wait for the GIL goes from the
+# switch interval (5 ms) to PAUSE_EVERY_S plus one step (a slice, an orjson piece).
+PAUSE_EVERY_S: Final = 0.002
+PAUSE_S: Final = 0.0001
 NAME_LENGTH = struct.Struct("<H")
 
 
@@ -38,14 +48,22 @@ class Encoded:
 
 class _Chunks:
     """Collects the stream into fixed-size chunks, copying at most WRITE_SLICE bytes per
-    call: a worker thread encoding a checkpoint then never holds the GIL for long
-    (no buffer ever grows, and so is never reallocated, past CHUNK_BYTES)."""
+    step and pausing between steps (see PAUSE_S): a worker thread encoding a checkpoint
+    then never holds the GIL for long (no buffer ever grows, and so is never
+    reallocated, past CHUNK_BYTES; sha256 lets the GIL go while it hashes a chunk)."""
 
     def __init__(self) -> None:
         self.chunks: list[bytes] = []
         self.digest = hashlib.sha256()
         self._current = bytearray(CHUNK_BYTES)
         self._fill = 0
+        self._since_pause = time.perf_counter()
+
+    def pause(self) -> None:
+        """Let the GIL go for a moment if this thread has held it for PAUSE_EVERY_S."""
+        if time.perf_counter() - self._since_pause >= PAUSE_EVERY_S:
+            time.sleep(PAUSE_S)
+            self._since_pause = time.perf_counter()
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
@@ -57,6 +75,7 @@ class _Chunks:
             position += take
             if self._fill == CHUNK_BYTES:
                 self.flush()
+            self.pause()
 
     def flush(self) -> None:
         if self._fill:
@@ -70,6 +89,7 @@ def encode(arrays: Iterable[tuple[str, np.ndarray]]) -> Encoded:
     """Serialise named arrays into chunks."""
     out = _Chunks()
     for name, array in arrays:
+        out.pause()  # producing an array may have taken a while (orjson pieces)
         if array.dtype.hasobject:
             raise StoreError(f"array {name!r} has object dtype; it cannot be checkpointed")
         encoded_name = name.encode()
