@@ -87,15 +87,31 @@ def test_a_component_can_lead_so_far_that_the_others_only_break_near_ties() -> N
     """Component 0 ranks the chosen item first and a rival a close second; component 1
     scores only the rival. Leading at 0.9 still leaves the rival ahead
     (0.9 x 0.95 + 0.1 > 0.9), and so does every step around the prior; leading at 0.97
-    ranks the chosen item first (0.97 > 0.97 x 0.95 + 0.03)."""
+    ranks the chosen item first (0.97 > 0.97 x 0.95 + 0.03). The weights go a quarter
+    of the way there per search, and stop once the chosen item comes first (above
+    0.95 / 0.05 + 0.95 ≈ 0.952)."""
     blend = Blend(components=2)
     ranks = []
-    for _ in range(blend_module.MIN_SAMPLE + 2 * blend_module.SEARCH_EVERY):
+    for _ in range(blend_module.MIN_SAMPLE + 16 * blend_module.SEARCH_EVERY):
         first = scores([1, 2], [1.0, 0.95], SIMILAR_SESSIONS)
         second = scores([2], [1.0], FOLLOWS)
         ranks.append(blend.learn(blend.combine([first, second]), np.ones(2, np.bool_), 1))
-    assert ranks[0] == 2 and ranks[-1] == 1
-    assert blend.weights.tolist() == pytest.approx([0.97, 0.03])
+    assert ranks[0] == 2 and ranks[-blend_module.SEARCH_EVERY :] == [1] * blend_module.SEARCH_EVERY
+    assert 0.952 < blend.weights[0] < 0.97
+
+
+def test_a_search_moves_a_quarter_of_the_way_to_the_winning_trial() -> None:
+    """The same stream: the first search finds that leading at 0.97 wins, and the
+    weights move MOVE of the way from the prior toward it, not all the way."""
+    blend = Blend(components=2)
+    prior = blend.weights.copy()
+    for _ in range(blend_module.MIN_SAMPLE):
+        first = scores([1, 2], [1.0, 0.95], SIMILAR_SESSIONS)
+        second = scores([2], [1.0], FOLLOWS)
+        blend.learn(blend.combine([first, second]), np.ones(2, np.bool_), 1)
+    assert blend_module.MOVE == 0.25
+    expected = prior + 0.25 * (np.array([0.97, 0.03]) - prior)
+    assert blend.weights.tolist() == pytest.approx(expected.tolist())
 
 
 def test_the_weights_stay_put_while_the_sample_is_too_small() -> None:
