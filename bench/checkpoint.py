@@ -48,6 +48,7 @@ from recsrv.store.files import FileStore
 from recsrv.store.mongo import MongoStore
 
 KINDS = ["view"] * 7 + ["click"] * 2 + ["add_to_cart"]
+IDLE_S = 10.0
 
 
 def build(items: int, sessions: int, per_session: int) -> Model:
@@ -206,9 +207,19 @@ async def p6_files(model: Model, workdir: Path, repeat: int) -> dict[str, Any]:
     return figures
 
 
+async def idle_stall(seconds: float) -> float:
+    """The longest stall of the probe on a loop with nothing else to do: the machine's
+    own share of every stall figure (other processes, the hypervisor)."""
+    with LoopLag() as lag:
+        await asyncio.sleep(seconds)
+    return lag.worst
+
+
 async def p6_mongodb(model: Model, url: str, repeat: int) -> dict[str, Any]:
-    """Checkpoints and plain inserts of the same bytes, alternating."""
+    """Checkpoints and plain inserts of the same bytes, alternating, after one untimed
+    pass of the inserts that grows the server's database file for both."""
     chunks = encode(dump_state(model)).chunks
+    await raw_insert(url, chunks)
     runs: list[Checkpoint] = []
     plain: list[tuple[float, float]] = []
     for _ in range(repeat):
@@ -269,6 +280,12 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "python_objects_mib": python_bytes / 2**20,
     }
 
+    idle = await idle_stall(IDLE_S)
+    result["idle_stall_ms"] = idle * 1000
+    print(
+        f"P6 reference: the stall probe alone on an idle loop for {IDLE_S:.0f} s, longest stall "
+        f"{idle * 1000:.0f} ms (the machine's own share: other processes, the hypervisor)"
+    )
     workdir = Path(tempfile.mkdtemp(prefix="recsrv-bench-"))
     with contextlib.ExitStack() as stack:
         result["p6_files"] = await p6_files(model, workdir, args.repeat)
