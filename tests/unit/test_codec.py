@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from recsrv.errors import StoreError
+from recsrv.store import codec
 from recsrv.store.codec import CHUNK_BYTES, decode, encode
 
 ARRAYS = [
@@ -53,3 +54,17 @@ def test_empty_checkpoint() -> None:
     encoded = encode(iter([]))
     assert encoded.chunks == []
     assert decode([], encoded.sha256) == {}
+
+
+def test_the_encoder_lets_the_gil_go_between_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker thread encoding a checkpoint pauses between steps, so the event loop's
+    thread gets the GIL at once; the bytes are the same either way."""
+    plain = encode(iter(ARRAYS))
+    pauses: list[float] = []
+    monkeypatch.setattr(codec, "PAUSE_EVERY_S", 0.0)
+    monkeypatch.setattr(codec.time, "sleep", pauses.append)
+    paused = encode(iter(ARRAYS))
+    assert paused.chunks == plain.chunks
+    assert paused.sha256 == plain.sha256
+    assert len(pauses) >= plain.size // codec.WRITE_SLICE
+    assert set(pauses) == {codec.PAUSE_S}
