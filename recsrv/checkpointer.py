@@ -1,9 +1,12 @@
 """Checkpoints of the whole state: restore at start, periodic, on demand, at shutdown.
 
-A checkpoint is taken between two messages (the consumer's lock is held, so no event
-is half applied) and serialised in a worker thread; reads keep being served while it
-runs. Writing to the store happens after the lock is released, and the chunks are let
-go a few at a time afterwards. When the store fails,
+A checkpoint is taken between two messages: under the consumer's lock (no event is
+half applied, none is applied meanwhile) a worker thread copies the state's arrays
+(`capture`), which takes a fraction of the time encoding them would. The lock is
+then released, and a worker thread cuts the copies into chunks while the store
+writes the chunks already made (`write`), at most IN_FLIGHT chunks ahead of it: the
+write starts with the first chunk instead of after the last, and each copy and chunk
+is let go once written. Reads keep being served throughout. When the store fails,
 the state lives on in memory, the failure is logged once per outage, reported in
 /readyz and in metrics, and the checkpoint is retried with back-off.
 """
@@ -11,8 +14,11 @@ the state lives on in memory, the failure is logged once per outage, reported in
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
+from dataclasses import dataclass
+from typing import Final
 
 import structlog
 
@@ -21,8 +27,8 @@ from recsrv.errors import CheckpointDamaged, StoreError
 from recsrv.model import Model
 from recsrv.runtime import Runtime
 from recsrv.state.snapshot import STATE_FORMAT, SnapshotMismatch, dump_state, load_state
-from recsrv.store import CheckpointInfo
-from recsrv.store.codec import Encoded, decode, encode
+from recsrv.store import CheckpointHead, CheckpointInfo, CheckpointStore
+from recsrv.store.codec import Encoder, Named, decode, detach, drain
 
 logger = structlog.get_logger("recsrv.checkpoint")
 
@@ -34,20 +40,101 @@ def _load(chunks: list[bytes], sha256: str, config: Config) -> Model:
     return load_state(decode(chunks, sha256), config.model, config.sessions)
 
 
-async def snapshot(model: Model) -> Encoded:
-    """The model's state as checkpoint chunks, serialised in a worker thread. The caller
-    holds the consumer's lock until this returns (no event may be applied meanwhile)."""
-    return await asyncio.to_thread(lambda: encode(dump_state(model)))
+async def capture(model: Model) -> list[Named]:
+    """The model's state as arrays of its own (copies, in a worker thread), which no
+    later event changes. The caller holds the consumer's lock until this returns."""
+    return await asyncio.to_thread(lambda: detach(dump_state(model)))
 
 
-async def release(chunks: list[bytes]) -> None:
-    """Empty `chunks` one at a time, newest first, letting the event loop run in between;
-    the caller holds no other reference to them. Freeing the ~240 chunks of a 1 GB
-    checkpoint at once stalled the loop for 60-90 ms here: most frees are instant, but
-    those that hand memory back to the system take up to 5 ms each."""
-    while chunks:
-        chunks.pop()
-        await asyncio.sleep(0)
+async def write(
+    store: CheckpointStore, head: CheckpointHead, arrays: list[Named]
+) -> CheckpointInfo:
+    """Write `arrays` (from capture; the list is emptied) to `store` as checkpoint
+    `head`, encoding them in a worker thread while the store writes; the finished
+    metadata once the store has made the checkpoint complete."""
+    stream = Encoding(head, arrays)
+    try:
+        return await store.write(stream)
+    finally:
+        await stream.close()
+
+
+# Chunks made but not yet taken by the store (4 MiB each): the encoder is several
+# times faster than either store, so more would only hold memory.
+IN_FLIGHT: Final = 4
+
+
+@dataclass(frozen=True, slots=True)
+class _End:
+    """The encoder's last word: the totals, or what stopped it."""
+
+    count: int = 0
+    size: int = 0
+    sha256: str = ""
+    error: BaseException | None = None
+
+
+class Encoding:
+    """A ChunkStream whose chunks a worker thread cuts from detached arrays, handing each
+    to the event loop (call_soon_threadsafe) and never more than IN_FLIGHT ahead of the
+    store. close() stops the thread and waits for it (the store may fail half way)."""
+
+    def __init__(self, head: CheckpointHead, arrays: list[Named]) -> None:
+        self.head = head
+        self._queue: asyncio.Queue[bytes | _End] = asyncio.Queue()
+        self._slots = threading.Semaphore(IN_FLIGHT)
+        self._stop = threading.Event()
+        self._info: CheckpointInfo | None = None
+        loop = asyncio.get_running_loop()
+        self._thread = loop.create_task(asyncio.to_thread(self._encode, loop, arrays))
+
+    def _encode(self, loop: asyncio.AbstractEventLoop, arrays: list[Named]) -> None:
+        """The worker thread: a chunk per free slot, then the totals or the error."""
+        encoder = Encoder()
+        chunks = encoder.chunks(drain(arrays))
+        end: _End
+        try:
+            while True:
+                self._slots.acquire()
+                if self._stop.is_set():
+                    return
+                chunk = next(chunks, None)
+                if chunk is None:
+                    break
+                loop.call_soon_threadsafe(self._queue.put_nowait, chunk)
+                del chunk
+            end = _End(encoder.count, encoder.size, encoder.sha256)
+        except Exception as exc:  # handed to the store, which fails the write with it
+            end = _End(error=exc)
+        finally:
+            arrays.clear()
+        loop.call_soon_threadsafe(self._queue.put_nowait, end)
+
+    def __aiter__(self) -> Encoding:
+        return self
+
+    async def __anext__(self) -> bytes:
+        item = await self._queue.get()
+        if isinstance(item, bytes):
+            self._slots.release()
+            return item
+        if item.error is not None:
+            raise item.error
+        self._info = self.head.finish(item.count, item.size, item.sha256)
+        raise StopAsyncIteration
+
+    def info(self) -> CheckpointInfo:
+        if self._info is None:
+            raise RuntimeError(f"checkpoint {self.head.id} has chunks not yet taken")
+        return self._info
+
+    async def close(self) -> None:
+        """Stop the encoder if it still runs, and wait until it has."""
+        self._stop.set()
+        self._slots.release(IN_FLIGHT + 1)  # wakes it if it waits for a slot
+        await self._thread
+        while not self._queue.empty():
+            self._queue.get_nowait()
 
 
 STORE_WARNING = "store"
@@ -135,23 +222,19 @@ class Checkpointer:
             logger.debug("checkpoint_started", offset=model.offset, events=model.events)
             consumer = self.runtime.consumer
             async with consumer.lock:
+                locked = time.perf_counter()
                 forgets = consumer.forgets
                 offset, events = model.offset, model.events
-                encoded = await snapshot(model)
-            info = CheckpointInfo(
+                arrays = await capture(model)
+            lock_s = time.perf_counter() - locked
+            head = CheckpointHead(
                 id=f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}",
                 created_at=time.time(),
                 offset=offset,
                 events=events,
                 format=STATE_FORMAT,
-                chunks=len(encoded.chunks),
-                size=encoded.size,
-                sha256=encoded.sha256,
             )
-            try:
-                await self.store.write(info, encoded.chunks)
-            finally:
-                await release(encoded.chunks)
+            info = await write(self.store, head, arrays)
             self.last = info
             await self._prune(forgets)
             seconds = time.perf_counter() - started
@@ -163,6 +246,7 @@ class Checkpointer:
                 events=events,
                 size_bytes=info.size,
                 seconds=round(seconds, 3),
+                lock_seconds=round(lock_s, 3),
             )
             return info
 

@@ -1,15 +1,19 @@
 """Checkpoint stores: where snapshots of the state are kept between runs.
 
 A checkpoint is a sequence of binary chunks (recsrv.store.codec makes them) plus one
-metadata record. A store makes a checkpoint visible to `latest()` only once all of
-its chunks are written, so a crash mid-checkpoint leaves the previous one in force.
+metadata record. A store writes the chunks as they come (a `ChunkStream`: the encoder
+makes the next ones while the store writes these), and makes the checkpoint visible
+to `complete()` only after the last one, with the metadata that only then is known
+(chunk count, size, sha256): a failure or crash mid-checkpoint leaves the previous
+one in force.
 Two implementations share the `CheckpointStore` protocol: `files.FileStore`
 (file://PATH, the embedded default) and `mongo.MongoStore` (mongodb://…).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import hashlib
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -46,14 +50,74 @@ class CheckpointInfo:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class CheckpointHead:
+    """The metadata of a checkpoint that is known before its chunks are made."""
+
+    id: str
+    created_at: float
+    offset: int
+    events: int
+    format: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def finish(self, chunks: int, size: int, sha256: str) -> CheckpointInfo:
+        return CheckpointInfo(
+            self.id, self.created_at, self.offset, self.events, self.format, chunks, size, sha256
+        )
+
+
+class ChunkStream(Protocol):
+    """A checkpoint on its way to a store: its head at once, its chunks as they are
+    made (iterated once), and its whole metadata once the last chunk has been taken."""
+
+    head: CheckpointHead
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    def info(self) -> CheckpointInfo:
+        """The metadata, chunk count, size and sha256 included; only after the last
+        chunk (before, it raises RuntimeError)."""
+
+
+class ChunkList:
+    """A ChunkStream of chunks made already (hashed on the event loop: for tests and
+    small checkpoints)."""
+
+    def __init__(self, head: CheckpointHead, chunks: Iterable[bytes]) -> None:
+        self.head = head
+        self.chunks = chunks
+        self._info: CheckpointInfo | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        digest = hashlib.sha256()
+        count = size = 0
+        for chunk in self.chunks:
+            digest.update(chunk)
+            count += 1
+            size += len(chunk)
+            yield chunk
+        self._info = self.head.finish(count, size, digest.hexdigest())
+
+    def info(self) -> CheckpointInfo:
+        if self._info is None:
+            raise RuntimeError(f"checkpoint {self.head.id} has chunks not yet taken")
+        return self._info
+
+
 class CheckpointStore(Protocol):
     describe: str
 
     async def open(self) -> None:
         """Connect and prepare (indexes, directories); raise StoreError on failure."""
 
-    async def write(self, info: CheckpointInfo, chunks: Sequence[bytes]) -> None:
-        """Write every chunk, then the metadata that makes the checkpoint complete."""
+    async def write(self, stream: ChunkStream) -> CheckpointInfo:
+        """Write each chunk as it comes, then the metadata that makes the checkpoint
+        complete; return that. On any failure (the store's or the stream's) the
+        checkpoint stays incomplete: never restored from, removed by
+        delete_incomplete()."""
 
     async def complete(self) -> list[CheckpointInfo]:
         """Complete checkpoints, newest first."""

@@ -1,4 +1,4 @@
-"""Checkpoint bytes: named numpy arrays ↔ compressed chunks.
+"""Checkpoint bytes: named numpy arrays ↔ chunks.
 
 The logical stream is a sequence of records: a 2-byte name length, the UTF-8 name,
 then the array in the .npy format (np.lib.format, allow_pickle=False, so dtype and
@@ -7,10 +7,14 @@ into chunks of CHUNK_BYTES. Chunks are not compressed: zlib at its fastest level
 at under 20 MB/s here on the mostly random weights and indices, slower than writing
 the bytes. Pure code: no I/O besides in-memory buffers.
 
-`encode` is meant for a worker thread beside an event loop. A thread that holds the GIL
-makes the loop's thread wait for it, each time the loop wakes, until the interpreter's
-switch interval (5 ms) runs out; so the encoder also sleeps PAUSE_S every PAUSE_EVERY_S
-of work, which hands the GIL over at once.
+A checkpoint is taken in two steps, both meant for a worker thread beside an event
+loop. `detach` copies the arrays of a state (while no event may change them), and
+`Encoder.chunks` then cuts the copies into chunks, one at a time, while a store writes
+the chunks already made (recsrv.checkpointer ties the two to a store).
+
+A thread that holds the GIL makes the loop's thread wait for it, each time the loop
+wakes, until the interpreter's switch interval (5 ms) runs out; so both steps also
+sleep PAUSE_S every PAUSE_EVERY_S of work (`Pacer`), which hands the GIL over at once.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ import hashlib
 import io
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 
 from recsrv.errors import CheckpointDamaged, StoreError
 
@@ -31,12 +36,17 @@ CODEC_FORMAT: Final = 1
 # Well under MongoDB's 16 MiB document limit; PyMongo encodes each document on the
 # event loop, so a smaller chunk is a shorter stall.
 CHUNK_BYTES: Final = 4 * 1024 * 1024
+# The most bytes one step copies while holding the GIL (a chunk is joined from pieces
+# of at most this size, and arrays are detached in slices of it).
 WRITE_SLICE: Final = 1024 * 1024
 # About 5% more time for the encoder; the loop's longest wait for the GIL goes from the
 # switch interval (5 ms) to PAUSE_EVERY_S plus one step (a slice, an orjson piece).
 PAUSE_EVERY_S: Final = 0.002
 PAUSE_S: Final = 0.0001
 NAME_LENGTH = struct.Struct("<H")
+
+Array = npt.NDArray[Any]
+Named = tuple[str, Array]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,65 +56,127 @@ class Encoded:
     sha256: str
 
 
-class _Chunks:
-    """Collects the stream into fixed-size chunks, copying at most WRITE_SLICE bytes per
-    step and pausing between steps (see PAUSE_S): a worker thread encoding a checkpoint
-    then never holds the GIL for long (no buffer ever grows, and so is never
-    reallocated, past CHUNK_BYTES; sha256 lets the GIL go while it hashes a chunk)."""
+class Pacer:
+    """Lets the GIL go for PAUSE_S once this thread has held it for PAUSE_EVERY_S."""
 
     def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.digest = hashlib.sha256()
-        self._current = bytearray(CHUNK_BYTES)
-        self._fill = 0
-        self._since_pause = time.perf_counter()
+        self._since = time.perf_counter()
 
     def pause(self) -> None:
-        """Let the GIL go for a moment if this thread has held it for PAUSE_EVERY_S."""
-        if time.perf_counter() - self._since_pause >= PAUSE_EVERY_S:
+        if time.perf_counter() - self._since >= PAUSE_EVERY_S:
             time.sleep(PAUSE_S)
-            self._since_pause = time.perf_counter()
-
-    def write(self, data: bytes | memoryview) -> None:
-        view = memoryview(data)
-        position = 0
-        while position < len(view):
-            take = min(CHUNK_BYTES - self._fill, WRITE_SLICE, len(view) - position)
-            self._current[self._fill : self._fill + take] = view[position : position + take]
-            self._fill += take
-            position += take
-            if self._fill == CHUNK_BYTES:
-                self.flush()
-            self.pause()
-
-    def flush(self) -> None:
-        if self._fill:
-            chunk = bytes(memoryview(self._current)[: self._fill])
-            self.digest.update(chunk)
-            self.chunks.append(chunk)
-            self._fill = 0
+            self._since = time.perf_counter()
 
 
-def encode(arrays: Iterable[tuple[str, np.ndarray]]) -> Encoded:
-    """Serialise named arrays into chunks."""
-    out = _Chunks()
+def detach(arrays: Iterable[Named]) -> list[Named]:
+    """The named arrays, each copied unless its memory is an immutable bytes object:
+    what `arrays` holds now, whatever later happens to the arrays they view. The copy
+    goes a slice at a time, pausing between slices (numpy lets the GIL go while it
+    copies, and the pauses also cover producing `arrays`: orjson pieces)."""
+    pacer = Pacer()
+    detached: list[Named] = []
     for name, array in arrays:
-        out.pause()  # producing an array may have taken a while (orjson pieces)
+        pacer.pause()
+        if not isinstance(array.base, bytes):
+            array = _copy(array, pacer)
+        detached.append((name, array))
+    return detached
+
+
+def _copy(array: Array, pacer: Pacer) -> Array:
+    """A C-contiguous copy, made WRITE_SLICE bytes at a time."""
+    copy = np.empty(array.shape, dtype=array.dtype)
+    if array.ndim == 0 or array.size == 0:
+        copy[...] = array
+        return copy
+    source, target = array.reshape(-1), copy.reshape(-1)  # reshape copies a strided array
+    step = max(1, WRITE_SLICE // array.itemsize)
+    for start in range(0, len(source), step):
+        target[start : start + step] = source[start : start + step]
+        pacer.pause()
+    return copy
+
+
+def drain(arrays: list[Named]) -> Iterator[Named]:
+    """The arrays of the list in order, each removed from it as it is taken, so that
+    the list holds no array an encoder is done with."""
+    arrays.reverse()
+    while arrays:
+        yield arrays.pop()
+
+
+class Encoder:
+    """Cuts named arrays into chunks of CHUNK_BYTES (the last one shorter), counting
+    and hashing them as they go. One chunk is made per step, so a caller can hand each
+    to a store before the next is made; read `count`, `size` and `sha256` after the
+    last."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.size = 0
+        self._digest = hashlib.sha256()
+        self._pacer = Pacer()
+        self._pending: list[bytes | memoryview] = []
+        self._fill = 0
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def chunks(self, arrays: Iterable[Named]) -> Iterator[bytes]:
+        """The chunks of `arrays`. With an iterator that holds no array once it has
+        yielded it (`drain`), each array is let go soon after its last byte is in a
+        chunk."""
+        for name, array in arrays:
+            self._pacer.pause()  # producing an array may have taken a while
+            yield from self._record(name, array)
+        if self._fill:
+            yield self._flush()
+
+    def _record(self, name: str, array: Array) -> Iterator[bytes]:
         if array.dtype.hasobject:
             raise StoreError(f"array {name!r} has object dtype; it cannot be checkpointed")
         encoded_name = name.encode()
-        out.write(NAME_LENGTH.pack(len(encoded_name)) + encoded_name)
         if not array.flags.c_contiguous:
             array = array.copy(order="C")
         header = io.BytesIO()
+        header.write(NAME_LENGTH.pack(len(encoded_name)) + encoded_name)
         np.lib.format.write_array_header_2_0(
             header, np.lib.format.header_data_from_array_1_0(array)
         )
-        out.write(header.getbuffer())
+        yield from self._add(header.getvalue())
         if array.size:
-            out.write(array.reshape(-1).view(np.uint8).data)
-    out.flush()
-    return Encoded(out.chunks, sum(len(c) for c in out.chunks), out.digest.hexdigest())
+            yield from self._add(array.reshape(-1).view(np.uint8).data)
+
+    def _add(self, data: bytes | memoryview) -> Iterator[bytes]:
+        """Queue `data` for the current chunk, making every chunk it fills."""
+        view = memoryview(data)
+        while view.nbytes:
+            take = min(CHUNK_BYTES - self._fill, view.nbytes)
+            self._pending.append(view[:take])
+            self._fill += take
+            view = view[take:]
+            if self._fill == CHUNK_BYTES:
+                yield self._flush()
+            self._pacer.pause()
+
+    def _flush(self) -> bytes:
+        """Join the pending pieces into one chunk: one copy of its bytes (the same single
+        4 MiB step as a bytes() of a buffer; hashing lets the GIL go)."""
+        chunk = b"".join(self._pending)
+        self._pending.clear()
+        self._fill = 0
+        self._digest.update(chunk)
+        self.count += 1
+        self.size += len(chunk)
+        return chunk
+
+
+def encode(arrays: Iterable[Named]) -> Encoded:
+    """Serialise named arrays into chunks, all at once."""
+    encoder = Encoder()
+    chunks = list(encoder.chunks(arrays))
+    return Encoded(chunks, encoder.size, encoder.sha256)
 
 
 def decode(chunks: Iterable[bytes], sha256: str | None = None) -> dict[str, np.ndarray]:

@@ -1,9 +1,11 @@
 """Checkpoints as files in a directory (store.url = file://PATH), the embedded default.
 
 Each checkpoint is `<id>.data` (its chunks, concatenated) and `<id>.json` (its
-metadata). Both are written to a temporary name, fsynced and renamed; the metadata
-goes last, so a checkpoint exists for `complete()` only once its data is durable.
-File I/O runs in worker threads.
+metadata). Both are written to a temporary name, fsynced and renamed; the data is
+appended chunk by chunk as the encoder makes them, and the metadata goes last, so a
+checkpoint exists for `complete()` only once its data is durable. A write that fails
+removes its temporary file (delete_incomplete() removes any a crash left). File I/O
+runs in worker threads.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
 from recsrv.errors import CheckpointDamaged, StoreError
-from recsrv.store import CheckpointInfo
+from recsrv.store import CheckpointInfo, ChunkStream
 from recsrv.store.codec import CHUNK_BYTES
 
 
@@ -32,14 +35,30 @@ class FileStore:
         except OSError as exc:
             raise StoreError(f"cannot create {self.directory}: {exc.strerror}") from exc
 
-    async def write(self, info: CheckpointInfo, chunks: Sequence[bytes]) -> None:
+    async def write(self, stream: ChunkStream) -> CheckpointInfo:
+        head = stream.head
+        data = self.directory / f"{head.id}.data"
+        temporary = _temporary(data)
         try:
-            await asyncio.to_thread(self._write, info, chunks)
+            handle = await asyncio.to_thread(open, temporary, "wb")
+            with handle:
+                async for chunk in stream:
+                    await asyncio.to_thread(handle.write, chunk)
+                info = stream.info()
+                await asyncio.to_thread(_sync, handle)
+            await asyncio.to_thread(self._complete_write, info, temporary, data)
         except OSError as exc:
-            raise StoreError(f"cannot write checkpoint {info.id}: {exc}") from exc
+            _remove(temporary)
+            raise StoreError(f"cannot write checkpoint {head.id}: {exc}") from exc
+        except BaseException:
+            _remove(temporary)
+            raise
+        return info
 
-    def _write(self, info: CheckpointInfo, chunks: Sequence[bytes]) -> None:
-        _write_durably(self.directory / f"{info.id}.data", chunks)
+    def _complete_write(self, info: CheckpointInfo, temporary: Path, data: Path) -> None:
+        """Make the durable data file the checkpoint's, then write its metadata: only
+        then does it exist for complete()."""
+        os.replace(temporary, data)
         metadata = orjson.dumps({**info.to_dict(), "complete": 1})
         _write_durably(self.directory / f"{info.id}.json", [metadata])
         _fsync_directory(self.directory)
@@ -113,13 +132,27 @@ class FileStore:
         return None
 
 
+def _temporary(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
+
+
+def _sync(handle: BinaryIO) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _remove(path: Path) -> None:
+    """Best effort: what is left is removed by delete_incomplete()."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
 def _write_durably(path: Path, parts: Sequence[bytes]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
+    temporary = _temporary(path)
     with open(temporary, "wb") as handle:
         for part in parts:
             handle.write(part)
-        handle.flush()
-        os.fsync(handle.fileno())
+        _sync(handle)
     os.replace(temporary, path)
 
 

@@ -1,12 +1,14 @@
 """Checkpoints in MongoDB (store.url = mongodb://host:port/db), with PyMongo's async API.
 
 Collections: `checkpoints` (one metadata document per checkpoint, `complete` 0 until
-every chunk is written, then 1) and `checkpoint_chunks` (binary chunks under 16 MiB,
-`_id` = "<checkpoint id>.<seq>"). Only the portable subset of MongoDB is used:
-string ids, insert_one, update_one with $set, find, delete_many, indexes. `complete`
-is an integer, not a bool, because some wire-compatible servers do not keep bools
-written by $set. A chunk's `data` is BSON binary (subtype 0), the encoding PyMongo gives
-`bytes`: wrapping each chunk in bson.Binary first copied its 4 MiB on the event loop.
+every chunk is written, then 1, set together with the chunk count, size, sha256 and
+chunk ids that only the end of the stream tells) and `checkpoint_chunks` (binary
+chunks under 16 MiB, `_id` = "<checkpoint id>.<seq>", each inserted as the encoder
+makes it). Only the portable subset of MongoDB is used: string ids, insert_one,
+update_one with $set, find, delete_many, indexes. `complete` is an integer, not a
+bool, because some wire-compatible servers do not keep bools written by $set. A
+chunk's `data` is BSON binary (subtype 0), the encoding PyMongo gives `bytes`:
+wrapping each chunk in bson.Binary first copied its 4 MiB on the event loop.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pymongo.errors import PyMongoError
 
 from recsrv.config import redact_url
 from recsrv.errors import CheckpointDamaged, StoreError
-from recsrv.store import CheckpointInfo
+from recsrv.store import CheckpointInfo, ChunkStream
 
 SERVER_TIMEOUT_MS = 5000
 
@@ -55,30 +57,49 @@ class MongoStore:
             raise StoreError(f"{self.describe} is not open")
         return self._db
 
-    async def write(self, info: CheckpointInfo, chunks: Sequence[bytes]) -> None:
+    async def write(self, stream: ChunkStream) -> CheckpointInfo:
         db = self._database()
+        head = stream.head
+        chunk_ids: list[str] = []
         try:
+            # The head goes in with insert_one: nx-27017 keeps only 15 digits of a float
+            # written by $set, and created_at orders the checkpoints.
             await db["checkpoints"].insert_one(
                 {
-                    "_id": info.id,
-                    **info.to_dict(),
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info.created_at)),
-                    "chunk_ids": [_chunk_id(info.id, seq) for seq in range(len(chunks))],
+                    "_id": head.id,
+                    **head.to_dict(),
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(head.created_at)),
                     "complete": 0,
                 }
             )
-            for seq, chunk in enumerate(chunks):
+            async for chunk in stream:
+                chunk_id = _chunk_id(head.id, len(chunk_ids))
                 await db["checkpoint_chunks"].insert_one(
-                    {
-                        "_id": _chunk_id(info.id, seq),
-                        "checkpoint": info.id,
-                        "seq": seq,
-                        "data": chunk,
-                    }
+                    {"_id": chunk_id, "checkpoint": head.id, "seq": len(chunk_ids), "data": chunk}
                 )
-            await db["checkpoints"].update_one({"_id": info.id}, {"$set": {"complete": 1}})
+                chunk_ids.append(chunk_id)
+            info = stream.info()
+            if info.chunks != len(chunk_ids):
+                raise StoreError(
+                    f"checkpoint {head.id}: {len(chunk_ids)} chunks, {info.chunks} told"
+                )
+            # What only the end of the stream tells, and the flag: one update, so the
+            # metadata is whole whenever `complete` is 1.
+            await db["checkpoints"].update_one(
+                {"_id": head.id},
+                {
+                    "$set": {
+                        "chunks": info.chunks,
+                        "size": info.size,
+                        "sha256": info.sha256,
+                        "chunk_ids": chunk_ids,
+                        "complete": 1,
+                    }
+                },
+            )
         except PyMongoError as exc:
-            raise StoreError(f"cannot write checkpoint {info.id}: {exc}") from exc
+            raise StoreError(f"cannot write checkpoint {head.id}: {exc}") from exc
+        return info
 
     async def complete(self) -> list[CheckpointInfo]:
         db = self._database()

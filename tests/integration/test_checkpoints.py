@@ -10,6 +10,7 @@ import asyncio
 import gc
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from aiohttp.test_utils import TestClient
 from pymongo import AsyncMongoClient
 
 from recsrv.config import AuthConfig, BrokerConfig, StoreConfig
-from recsrv.store import CheckpointInfo
+from recsrv.store import CheckpointHead, ChunkList
 from recsrv.store.files import FileStore
 from recsrv.store.mongo import MongoStore
 from tests.conftest import (
@@ -175,17 +176,16 @@ async def test_admin_checkpoint_keeps_the_configured_number(
     assert kept == [ids[2], ids[1]]
 
 
-class CrashingChunks(list[bytes]):
-    """Chunks whose third one cannot be read: the writer dies half way."""
+class CrashingChunks(ChunkList):
+    """A checkpoint whose third chunk never comes: the writer dies half way."""
 
-    def __getitem__(self, index: Any) -> Any:
-        if index == 2:
-            raise OSError("simulated crash")
-        return super().__getitem__(index)
-
-    def __iter__(self) -> Any:
-        for index in range(len(self)):
-            yield self[index]
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        taken = 0
+        async for chunk in super().__aiter__():
+            if taken == 2:
+                raise OSError("simulated crash")
+            taken += 1
+            yield chunk
 
 
 @pytest.mark.parametrize("kind", ["files", "mongodb"])
@@ -209,18 +209,11 @@ async def test_interrupted_checkpoint_leaves_the_previous_one_in_force(
 
     # A newer checkpoint dies half way through its chunks.
     await store.open()
-    broken = CheckpointInfo(
-        id="zzzz-broken",
-        created_at=time.time() + 10,
-        offset=10**9,
-        events=10**9,
-        format=1,
-        chunks=4,
-        size=4,
-        sha256="0",
+    broken = CheckpointHead(
+        id="zzzz-broken", created_at=time.time() + 10, offset=10**9, events=10**9, format=1
     )
     with pytest.raises(Exception, match="simulated crash"):
-        await store.write(broken, CrashingChunks([b"a", b"b", b"c", b"d"]))
+        await store.write(CrashingChunks(broken, [b"a", b"b", b"c", b"d"]))
     assert [info.id for info in await store.complete()] == [good["id"]]
     await first.close()
 

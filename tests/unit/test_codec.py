@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pytest
 
 from recsrv.errors import StoreError
 from recsrv.store import codec
-from recsrv.store.codec import CHUNK_BYTES, decode, encode
+from recsrv.store.codec import CHUNK_BYTES, Encoder, decode, detach, drain, encode
 
 ARRAYS = [
     ("ints", np.arange(3_000_000, dtype=np.int32)),
@@ -57,8 +59,9 @@ def test_empty_checkpoint() -> None:
 
 
 def test_the_encoder_lets_the_gil_go_between_steps(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A worker thread encoding a checkpoint pauses between steps, so the event loop's
-    thread gets the GIL at once; the bytes are the same either way."""
+    """A worker thread encoding a checkpoint pauses between steps (an array, a piece of
+    a chunk, a chunk), so the event loop's thread gets the GIL at once; the bytes are
+    the same either way."""
     plain = encode(iter(ARRAYS))
     pauses: list[float] = []
     monkeypatch.setattr(codec, "PAUSE_EVERY_S", 0.0)
@@ -66,5 +69,70 @@ def test_the_encoder_lets_the_gil_go_between_steps(monkeypatch: pytest.MonkeyPat
     paused = encode(iter(ARRAYS))
     assert paused.chunks == plain.chunks
     assert paused.sha256 == plain.sha256
-    assert len(pauses) >= plain.size // codec.WRITE_SLICE
+    assert len(pauses) >= len(ARRAYS) + len(plain.chunks)
     assert set(pauses) == {codec.PAUSE_S}
+
+
+def test_chunks_come_one_at_a_time_with_the_totals_at_the_end() -> None:
+    whole = encode(iter(ARRAYS))
+    encoder = Encoder()
+    chunks = encoder.chunks(iter(ARRAYS))
+    first = next(chunks)
+    assert first == whole.chunks[0]
+    assert (encoder.count, encoder.size) == (1, len(first))
+    rest = list(chunks)
+    assert [first, *rest] == whole.chunks
+    assert (encoder.count, encoder.size, encoder.sha256) == (
+        len(whole.chunks),
+        whole.size,
+        whole.sha256,
+    )
+
+
+def test_detached_arrays_do_not_change_with_the_originals() -> None:
+    live = {name: array.copy() for name, array in ARRAYS}
+    before = encode(iter(live.items()))
+    views = []
+    for name, array in live.items():
+        view = array.view()
+        view.flags.writeable = False
+        views.append((name, view))
+    detached = detach(iter(views))
+    for array in live.values():
+        if array.size:
+            array.reshape(-1)[0] = 1  # an event changes the live state afterwards
+    assert encode(iter(detached)) == before
+    assert all(array.flags.c_contiguous and array.flags.owndata for _, array in detached)
+
+
+def test_arrays_over_bytes_are_not_copied() -> None:
+    """orjson pieces are arrays over an immutable bytes object: nothing can change them."""
+    piece = np.frombuffer(b'{"a": 1}', dtype=np.uint8)
+    ((name, kept),) = detach(iter([("meta", piece)]))
+    assert name == "meta"
+    assert kept is piece
+
+
+def test_detach_copies_a_slice_at_a_time_and_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    pauses: list[float] = []
+    monkeypatch.setattr(codec, "PAUSE_EVERY_S", 0.0)
+    monkeypatch.setattr(codec.time, "sleep", pauses.append)
+    big = np.arange(3_000_000, dtype=np.int64)  # 24 MB
+    ((_, copy),) = detach(iter([("big", big)]))
+    assert np.array_equal(copy, big)
+    assert len(pauses) >= big.nbytes // codec.WRITE_SLICE
+
+
+def test_drained_arrays_are_let_go_as_they_are_encoded() -> None:
+    """The list empties as the encoder takes its arrays, so each can be freed once its
+    bytes are in chunks, not only at the end of the checkpoint."""
+    arrays = [(f"part{n}", np.full(CHUNK_BYTES // 8, n, dtype=np.int64)) for n in range(4)]
+    first = weakref.ref(arrays[0][1])
+    whole = encode(iter(arrays))
+    chunks = Encoder().chunks(drain(arrays))
+    made = [next(chunks), next(chunks)]  # the first array and the start of the second
+    assert len(arrays) == 2
+    assert first() is None
+    made.extend(chunks)
+    assert arrays == []
+    assert made == whole.chunks

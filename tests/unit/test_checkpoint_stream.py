@@ -1,0 +1,113 @@
+"""The streamed checkpoint: the encoder thread feeds the store chunk by chunk, never more
+than IN_FLIGHT ahead, and stops whenever either side fails (recsrv.checkpointer)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from recsrv import checkpointer
+from recsrv.checkpointer import IN_FLIGHT, Encoding, write
+from recsrv.errors import StoreError
+from recsrv.state.snapshot import dump_state
+from recsrv.store import CheckpointHead, CheckpointInfo, ChunkStream
+from recsrv.store.codec import CHUNK_BYTES, Named, detach, encode
+from tests.unit.test_snapshot import build
+
+HEAD = CheckpointHead(id="c1", created_at=1_700_000_000.25, offset=41, events=42, format=2)
+
+
+def arrays(chunks: int) -> list[Named]:
+    """Arrays that encode to about `chunks` chunks."""
+    rng = np.random.default_rng(3)
+    per_array = CHUNK_BYTES // 8 // 2
+    return detach(iter((f"a{n}", rng.random(per_array)) for n in range(2 * chunks)))
+
+
+class MemoryStore:
+    """Takes chunks as a store would, optionally slowly or failing after some."""
+
+    def __init__(self, delay_s: float = 0.0, fail_after: int | None = None) -> None:
+        self.delay_s = delay_s
+        self.fail_after = fail_after
+        self.chunks: list[bytes] = []
+        self.ahead: list[int] = []  # chunks made but not taken, each time one is taken
+        self.info: CheckpointInfo | None = None
+        self.stream: Encoding | None = None
+
+    async def write(self, stream: ChunkStream) -> CheckpointInfo:
+        assert isinstance(stream, Encoding)
+        self.stream = stream
+        async for chunk in stream:
+            self.ahead.append(stream._queue.qsize())
+            if self.fail_after is not None and len(self.chunks) == self.fail_after:
+                raise StoreError("the store went away")
+            self.chunks.append(chunk)
+            await asyncio.sleep(self.delay_s)
+        self.info = stream.info()
+        return self.info
+
+
+async def test_the_store_gets_every_chunk_and_the_totals() -> None:
+    parts = arrays(6)
+    whole = encode(iter(parts))
+    store = MemoryStore()
+    info = await write(store, HEAD, parts)  # type: ignore[arg-type]
+    assert store.chunks == whole.chunks
+    assert info == HEAD.finish(len(whole.chunks), whole.size, whole.sha256)
+    assert parts == []  # the list was emptied as the arrays were encoded
+
+
+async def test_the_encoder_runs_at_most_in_flight_ahead_of_a_slow_store() -> None:
+    store = MemoryStore(delay_s=0.02)
+    await write(store, HEAD, arrays(12))  # type: ignore[arg-type]
+    assert len(store.chunks) >= 12
+    assert max(store.ahead) <= IN_FLIGHT
+    assert max(store.ahead) >= IN_FLIGHT - 1  # it did run ahead while the store wrote
+
+
+async def test_a_store_failing_half_way_stops_the_encoder() -> None:
+    store = MemoryStore(fail_after=3)
+    with pytest.raises(StoreError, match="went away"):
+        await asyncio.wait_for(write(store, HEAD, arrays(20)), 10)  # type: ignore[arg-type]
+    assert len(store.chunks) == 3
+    assert store.info is None
+    # The encoder thread was stopped and waited for, not left waiting for a slot.
+    assert store.stream is not None and store.stream._thread.done()
+
+
+async def test_an_encoder_failure_half_way_fails_the_write() -> None:
+    parts = arrays(4)
+    parts.append(("objects", np.array([{"a": 1}], dtype=object)))
+    store = MemoryStore()
+    with pytest.raises(StoreError, match="object dtype"):
+        await write(store, HEAD, parts)  # type: ignore[arg-type]
+    assert len(store.chunks) >= 3  # the chunks before it went to the store
+    assert store.info is None
+    assert store.stream is not None and store.stream._thread.done()
+
+
+async def test_the_metadata_is_not_known_before_the_last_chunk() -> None:
+    stream = Encoding(HEAD, arrays(2))
+    try:
+        with pytest.raises(RuntimeError, match="not yet taken"):
+            stream.info()
+        taken = [chunk async for chunk in stream]
+        assert stream.info().chunks == len(taken)
+    finally:
+        await stream.close()
+
+
+async def test_capture_is_what_the_lock_covers() -> None:
+    """capture() returns copies: the live arrays may change at once, the checkpoint
+    holds what they were."""
+    model, _ = build()
+    expected = encode(dump_state(model))
+    parts = await checkpointer.capture(model)
+    model.catalog.price[:] = -1.0  # an event after the lock was released
+    store = MemoryStore()
+    info = await write(store, HEAD, parts)  # type: ignore[arg-type]
+    assert store.chunks == expected.chunks
+    assert info.sha256 == expected.sha256
