@@ -25,9 +25,10 @@ from recsrv.model import Model
 
 logger = structlog.get_logger("recsrv.consumer")
 
-# Events applied between two yields to the event loop: a 10,000-event message must
-# not hold the loop for longer than a few milliseconds.
-APPLY_SLICE = 256
+# Events applied between two yields to the event loop: at 50-100 µs an event here, a
+# slice holds the loop for 2-3 ms, and a message of 100 events no longer delays every
+# request in flight by 5-10 ms at once (P3's p99).
+APPLY_SLICE = 32
 # Invalid-element copies published before waiting for their confirms.
 INVALID_WINDOW = 256
 RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0, 10.0)

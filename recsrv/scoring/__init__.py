@@ -110,9 +110,10 @@ class Contributions:
         ids, weights = table.gather(rows)
         row_max = weights.max(axis=1)
         scale = np.divide(row_weights, row_max, out=np.zeros_like(row_max), where=row_max > 0)
-        values = weights * scale[:, None]
-        row_of, column = np.nonzero(values > 0.0)  # empty slots hold weight 0
-        self.add(ids[row_of, column], values[row_of, column], kind, rows[row_of])
+        values = (weights * scale[:, None]).ravel()
+        filled = np.flatnonzero(values > 0.0)  # empty slots hold weight 0
+        sources = np.take(rows, filled // weights.shape[1])
+        self.add(np.take(ids, filled), np.take(values, filled), kind, sources)
 
     def add(
         self,
@@ -136,16 +137,19 @@ class Contributions:
         values = np.concatenate(self._values)
         # A stable sort groups each candidate's contributions, in the order added.
         order, grouped = stable_order(items)
-        starts = run_starts(grouped)
-        grouped_values = values[order]
+        first = np.empty(len(grouped), dtype=np.bool_)
+        first[:1] = True
+        np.not_equal(grouped[1:], grouped[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
+        grouped_values = np.take(values, order)
         group_max = np.maximum.reduceat(grouped_values, starts)
-        sizes = np.diff(np.append(starts, len(order)))
+        group = np.cumsum(first) - 1
         # The first contribution of each group that equals the group's maximum.
-        at_max = np.flatnonzero(grouped_values == np.repeat(group_max, sizes))
-        best = order[at_max[np.searchsorted(at_max, starts)]]
+        at_max = np.flatnonzero(grouped_values == np.take(group_max, group))
+        best = np.take(order, at_max[run_starts(np.take(group, at_max))])
         return Scores(
-            grouped[starts],
+            np.take(grouped, starts),
             np.add.reduceat(grouped_values, starts),
-            np.concatenate(self._kinds)[best],
-            np.concatenate(self._sources)[best].astype(np.int64, copy=False),
+            np.take(np.concatenate(self._kinds), best),
+            np.take(np.concatenate(self._sources), best).astype(np.int64, copy=False),
         )

@@ -16,9 +16,8 @@ candidate neighbour n from the session index:
 
 λ is the mean length of the indexed sessions, so the same setting fits shops with
 short and long sessions. This follows STAN (Garg et al., 2019) and VSTAN (Ludewig et
-al., 2021). Vectorised over the candidates' items laid end to end (a ragged run, not a
-padded candidates x width block: sessions are mostly much shorter than the width),
-in a few dozen numpy calls whose cost grows with knn_sample. Pure code.
+al., 2021). Vectorised over the candidates' rows of the index, in a few dozen numpy
+calls whose cost grows with knn_sample. Pure code.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from recsrv.scoring import SIMILAR_SESSIONS, Context, Scores
-from recsrv.state.items import run_starts, stable_order, top_k
+from recsrv.state.items import run_starts, stable_order
 
 if TYPE_CHECKING:
     from recsrv.model import Model
@@ -47,63 +46,64 @@ def score(model: Model, context: Context) -> Scores:
     if len(records) > config.knn_sample:
         # The nearest in time to this session: the most recent ones when events come
         # in order, and no later ones picked over earlier ones when a late session is
-        # scored among sessions that lie after it.
-        nearness = -np.abs(index.last_ts[records] - context.now)
-        records = records[top_k(nearness, config.knn_sample)]
-    # The candidates' items laid end to end: entry e is item `entries[e]`, at
-    # `column[e]` of record `owner[e]`.
-    lengths = index.lengths[records].astype(np.int64)
-    starts = np.cumsum(lengths) - lengths
-    owner = np.repeat(np.arange(len(records)), lengths)
-    column = np.arange(len(owner)) - starts[owner]
-    entries = index.items.ravel()[records[owner] * index.width + column].astype(np.int64)
-    # The entries that s shares, with their position in s (1..L), grouped by record.
-    # A lookup table over the catalog: zeroed pages cost little, one gather finds all.
-    position_of = np.zeros(len(model.items), dtype=np.int16)
+        # scored among sessions that lie after it (a set: argpartition, no sort).
+        distance = np.abs(np.take(index.last_ts, records) - context.now)
+        nearest = np.argpartition(distance, config.knn_sample - 1)[: config.knn_sample]
+        records = np.take(records, nearest)
+    # The candidates' rows (-1 pads them) and, through a lookup table over the catalog
+    # with a zero for -1 at its end, the position in s (1..L) of every cell; 0: not in s.
+    # np.take, not fancy indexing, and nonzero on a mask, not on the integers: several
+    # times faster on these few thousand cells.
+    # Only as many columns as the longest candidate fills.
+    width = int(np.take(index.lengths, records).max())
+    block = np.ascontiguousarray(np.take(index.items, records, axis=0)[:, :width])
+    small = np.uint8 if length < 256 else np.uint16  # a smaller table, a faster gather
+    position_of = np.zeros(len(model.items) + 1, dtype=small)
     position_of[sequence] = np.arange(1, length + 1)
-    position = position_of[entries].astype(np.int64)
-    shared = np.flatnonzero(position)
+    positions = np.take(position_of, block.ravel())
+    shared = np.flatnonzero(positions != 0)  # grouped by candidate, row after row
     if not len(shared):
         return Scores.empty()  # only stale candidates: their records were reused
-    position = position[shared]
-    sharing = owner[shared]
+    position = np.take(positions, shared).astype(np.int64)
+    sharing, shared_column = np.divmod(shared, width)
     runs = run_starts(sharing)
-    live = sharing[runs]  # the candidates that share an item now
+    live = np.take(sharing, runs)  # the candidates that share an item now
     # j, the position in s of the newest item n shares, and p*, that item's column in
     # n, at once: the largest position * width + column of each run (the items of a
     # record are distinct, so positions within a run are too).
-    newest_at = np.maximum.reduceat(position * index.width + column[shared], runs)
-    newest, anchor_column = np.divmod(newest_at, index.width)
+    newest_at = np.maximum.reduceat(position * width + shared_column, runs)
+    newest, anchor_column = np.divmod(newest_at, width)
     spread = max(index.mean_length(), 1.0)
     weight_of = np.exp((np.arange(length + 1, dtype=np.float64) - length) / spread)
-    norm = math.sqrt(float(np.square(weight_of[1:]).sum()))
-    overlap = np.add.reduceat(weight_of[position], runs)
-    similarity = overlap / (norm * np.sqrt(lengths[live])) * weight_of[newest]
+    norm = math.sqrt(float(np.dot(weight_of[1:], weight_of[1:])))
+    overlap = np.add.reduceat(np.take(weight_of, position), runs)
+    live_records = np.take(records, live)
+    lengths = np.take(index.lengths, live_records)
+    similarity = overlap / (norm * np.sqrt(lengths)) * np.take(weight_of, newest)
     if config.knn_recency_s > 0.0:
-        age = np.abs(context.now - index.last_ts[records[live]])
+        age = np.abs(context.now - np.take(index.last_ts, live_records))
         similarity *= np.exp(-age / config.knn_recency_s)
     if len(live) > config.knn_neighbors:
         # The knn_neighbors most similar (argpartition: a set is enough here).
         cut = len(live) - config.knn_neighbors
         picked = np.argpartition(similarity, cut)[cut:]
-        live, similarity, anchor_column = live[picked], similarity[picked], anchor_column[picked]
+        live = np.take(live, picked)
+        similarity = np.take(similarity, picked)
+        anchor_column = np.take(anchor_column, picked)
     # Every item of the chosen neighbours, by its distance in n from p*.
-    chosen = np.zeros(len(records), dtype=np.bool_)
-    chosen[live] = True
-    lent_similarity = np.zeros(len(records))
-    lent_similarity[live] = similarity
-    anchor = np.zeros(len(records), dtype=np.int64)
-    anchor[live] = anchor_column
-    lent = chosen[owner]
-    owner, column, entries = owner[lent], column[lent], entries[lent]
-    values = lent_similarity[owner] * np.exp(-np.abs(column - anchor[owner]) / spread)
+    lent = np.take(block, live, axis=0).ravel()
+    filled = np.flatnonzero(lent >= 0)
+    row, column = np.divmod(filled, width)
+    lent_items = np.take(lent, filled)
+    distance_in_n = np.abs(column - np.take(anchor_column, row))
+    values = np.take(similarity, row) * np.exp(distance_in_n * (-1.0 / spread))
     # Summed per item: sorted, then added up run by run.
-    by_item, entries = stable_order(entries)
-    runs = run_starts(entries)
-    items = entries[runs]
-    totals = np.add.reduceat(values[by_item], runs)
+    by_item, grouped = stable_order(lent_items)
+    runs = run_starts(grouped)
+    items = np.take(grouped, runs)
+    totals = np.add.reduceat(np.take(values, by_item), runs)
     if config.knn_idf_weight > 0.0:
-        holding = np.maximum(index.item_sessions[items], 1).astype(np.float64)
+        holding = np.maximum(np.take(index.item_sessions, items), 1).astype(np.float64)
         idf = np.log(max(index.sessions, 1) / holding)
         totals *= 1.0 + config.knn_idf_weight * np.maximum(idf, 0.0)
     keep = totals > 0.0

@@ -22,7 +22,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from recsrv.state.items import grown, run_starts
+from recsrv.state.items import grown
 
 Ints = npt.NDArray[np.int64]
 
@@ -149,12 +149,15 @@ class SessionIndex:
 
     def candidates(self, items: Ints, exclude: int) -> Ints:
         """Distinct records that recently took any of `items`, `exclude` left out."""
-        records = np.sort(self.item_records[items].ravel())
-        records = records[run_starts(records)]  # distinct
-        records = records[records >= 0]
+        records = np.take(self.item_records, items, axis=0).ravel()
+        records.sort()
+        keep = np.empty(len(records), dtype=np.bool_)
+        keep[:1] = True
+        np.not_equal(records[1:], records[:-1], out=keep[1:])  # distinct
+        keep &= records >= 0  # empty ring places
         if exclude >= 0:
-            records = records[records != exclude % self.capacity]
-        return records.astype(np.int64, copy=False)
+            keep &= records != exclude % self.capacity
+        return records[keep].astype(np.int64)
 
     # -- checkpoints ---------------------------------------------------------------
 

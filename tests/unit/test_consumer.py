@@ -12,7 +12,7 @@ import pytest
 from recsrv.broker import Delivery
 from recsrv.broker.memory import MemoryEventLog
 from recsrv.config import BrokerConfig, ModelConfig, SessionsConfig
-from recsrv.consumer import Consumer
+from recsrv.consumer import APPLY_SLICE, Consumer
 from recsrv.errors import BrokerError
 from recsrv.events import Event
 from recsrv.metrics import Metrics
@@ -87,8 +87,8 @@ async def test_large_message_yields_to_the_event_loop_while_applying() -> None:
     await consumer.apply(Delivery(offset=0, body=body, timestamp=None))
     task.cancel()
     assert consumer.model.events == 5000
-    # 5000 events in slices of 256: the loop ran other tasks in between.
-    assert ticks >= 5000 // 256
+    # 5000 events in slices of APPLY_SLICE: the loop ran other tasks in between.
+    assert ticks >= 5000 // APPLY_SLICE - 1
 
 
 async def test_cancelling_mid_message_still_applies_the_whole_message() -> None:
