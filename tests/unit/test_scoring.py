@@ -105,3 +105,21 @@ def test_session_knn_reason_and_the_own_session_left_out() -> None:
     lonely = Model(ModelConfig(), SessionsConfig())
     lonely.apply(act("view", "s", "a"))
     assert score_of(lonely, session_knn.score) == {}
+
+
+def test_session_knn_positions_past_255_in_a_long_session() -> None:
+    # s holds 300 distinct items; its neighbour n shares only the newest of them. The
+    # position of that item (300) must not wrap around a small integer type.
+    model = Model(
+        ModelConfig(knn_recency_s=0.0, knn_idf_weight=0.0), SessionsConfig(max_events=400)
+    )
+    model.apply(act("view", "n", "i299", t=0))
+    model.apply(act("view", "n", "z", t=1))
+    for step in range(300):
+        model.apply(act("view", "s", f"i{step}", t=10 + step))
+    spread = (2 + 300) / 2  # mean record length
+    norm = math.sqrt(sum(math.exp(2 * (i - 300) / spread) for i in range(1, 301)))
+    similarity = 1.0 / (norm * math.sqrt(2))  # w(300) = 1, newest shared at 300
+    found = score_of(model, session_knn.score)
+    assert found["z"] == pytest.approx(similarity * math.exp(-1 / spread), rel=1e-6)
+    assert found["i299"] == pytest.approx(similarity, rel=1e-6)
