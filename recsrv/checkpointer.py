@@ -2,13 +2,13 @@
 
 A checkpoint is taken between two messages: under the consumer's lock (no event is
 half applied, none is applied meanwhile) a worker thread copies the state's arrays
-(`capture`), which takes a fraction of the time encoding them would. The lock is
-then released, and a worker thread cuts the copies into chunks while the store
-writes the chunks already made (`write`), at most IN_FLIGHT chunks ahead of it: the
-write starts with the first chunk instead of after the last, and each copy and chunk
-is let go once written. Reads keep being served throughout. When the store fails,
-the state lives on in memory, the failure is logged once per outage, reported in
-/readyz and in metrics, and the checkpoint is retried with back-off.
+(`capture`), which takes a fraction of the time encoding them would. The lock is then
+released, and a worker thread cuts the copies into chunks while the store writes the
+chunks already made, at most IN_FLIGHT chunks behind the encoder (`write`): the write
+starts with the first chunk instead of after the last, and each copy and chunk is let
+go once written. Reads keep being served throughout. When the store fails, the state
+lives on in memory, the failure is logged once per outage, reported in /readyz and in
+metrics, and the checkpoint is retried with back-off.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import asyncio
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -40,19 +41,38 @@ def _load(chunks: list[bytes], sha256: str, config: Config) -> Model:
     return load_state(decode(chunks, sha256), config.model, config.sessions)
 
 
+def new_head(model: Model) -> CheckpointHead:
+    """The head of a new checkpoint of `model` as it is now (taken under the lock)."""
+    return CheckpointHead(
+        id=f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}",
+        created_at=time.time(),
+        offset=model.offset,
+        events=model.events,
+        format=STATE_FORMAT,
+    )
+
+
 async def capture(model: Model) -> list[Named]:
-    """The model's state as arrays of its own (copies, in a worker thread), which no
-    later event changes. The caller holds the consumer's lock until this returns."""
-    return await asyncio.to_thread(lambda: detach(dump_state(model)))
+    """The model's state as arrays of its own, copied in a worker thread, which no later
+    event changes. The caller holds the consumer's lock until this returns, and may let
+    it go then: the write goes on from the copies (`write`)."""
+    copying = asyncio.ensure_future(asyncio.to_thread(lambda: list(detach(dump_state(model)))))
+    try:
+        return await asyncio.shield(copying)
+    except asyncio.CancelledError:
+        # The copy reads the live arrays: the lock must not go before it has ended.
+        await asyncio.wait([copying])
+        raise
 
 
 async def write(
     store: CheckpointStore, head: CheckpointHead, arrays: list[Named]
 ) -> CheckpointInfo:
-    """Write `arrays` (from capture; the list is emptied) to `store` as checkpoint
-    `head`, encoding them in a worker thread while the store writes; the finished
-    metadata once the store has made the checkpoint complete."""
-    stream = Encoding(head, arrays)
+    """Write `arrays` (from capture) to `store` as checkpoint `head`: a worker thread
+    takes them one by one off the list, letting each go once encoded, and encodes them
+    while the store writes the chunks already made. The finished metadata, once the
+    store has made the checkpoint complete."""
+    stream = Encoding(head, drain(arrays))
     try:
         return await store.write(stream)
     finally:
@@ -75,11 +95,12 @@ class _End:
 
 
 class Encoding:
-    """A ChunkStream whose chunks a worker thread cuts from detached arrays, handing each
-    to the event loop (call_soon_threadsafe) and never more than IN_FLIGHT ahead of the
-    store. close() stops the thread and waits for it (the store may fail half way)."""
+    """A ChunkStream whose chunks a worker thread cuts from detached arrays (taken from
+    `arrays` as it goes), handing each to the event loop (call_soon_threadsafe) and
+    never more than IN_FLIGHT ahead of the store. close() stops the thread and waits
+    for it (the store may fail half way)."""
 
-    def __init__(self, head: CheckpointHead, arrays: list[Named]) -> None:
+    def __init__(self, head: CheckpointHead, arrays: Iterable[Named]) -> None:
         self.head = head
         self._queue: asyncio.Queue[bytes | _End] = asyncio.Queue()
         self._slots = threading.Semaphore(IN_FLIGHT)
@@ -88,10 +109,10 @@ class Encoding:
         loop = asyncio.get_running_loop()
         self._thread = loop.create_task(asyncio.to_thread(self._encode, loop, arrays))
 
-    def _encode(self, loop: asyncio.AbstractEventLoop, arrays: list[Named]) -> None:
+    def _encode(self, loop: asyncio.AbstractEventLoop, arrays: Iterable[Named]) -> None:
         """The worker thread: a chunk per free slot, then the totals or the error."""
         encoder = Encoder()
-        chunks = encoder.chunks(drain(arrays))
+        chunks = encoder.chunks(arrays)
         end: _End
         try:
             while True:
@@ -106,8 +127,6 @@ class Encoding:
             end = _End(encoder.count, encoder.size, encoder.sha256)
         except Exception as exc:  # handed to the store, which fails the write with it
             end = _End(error=exc)
-        finally:
-            arrays.clear()
         loop.call_soon_threadsafe(self._queue.put_nowait, end)
 
     def __aiter__(self) -> Encoding:
@@ -224,16 +243,9 @@ class Checkpointer:
             async with consumer.lock:
                 locked = time.perf_counter()
                 forgets = consumer.forgets
-                offset, events = model.offset, model.events
+                head = new_head(model)
                 arrays = await capture(model)
             lock_s = time.perf_counter() - locked
-            head = CheckpointHead(
-                id=f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}",
-                created_at=time.time(),
-                offset=offset,
-                events=events,
-                format=STATE_FORMAT,
-            )
             info = await write(self.store, head, arrays)
             self.last = info
             await self._prune(forgets)
@@ -242,8 +254,8 @@ class Checkpointer:
             logger.info(
                 "checkpoint_written",
                 checkpoint=info.id,
-                offset=offset,
-                events=events,
+                offset=info.offset,
+                events=info.events,
                 size_bytes=info.size,
                 seconds=round(seconds, 3),
                 lock_seconds=round(lock_s, 3),

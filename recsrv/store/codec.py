@@ -7,10 +7,10 @@ into chunks of CHUNK_BYTES. Chunks are not compressed: zlib at its fastest level
 at under 20 MB/s here on the mostly random weights and indices, slower than writing
 the bytes. Pure code: no I/O besides in-memory buffers.
 
-A checkpoint is taken in two steps, both meant for a worker thread beside an event
+A checkpoint is taken in two steps, each meant for a worker thread beside an event
 loop. `detach` copies the arrays of a state (while no event may change them), and
-`Encoder.chunks` then cuts the copies into chunks, one at a time, while a store writes
-the chunks already made (recsrv.checkpointer ties the two to a store).
+`Encoder.chunks` cuts the copies into chunks, one at a time, while a store writes the
+chunks already made (recsrv.checkpointer ties the two to a store).
 
 A thread that holds the GIL makes the loop's thread wait for it, each time the loop
 wakes, until the interpreter's switch interval (5 ms) runs out; so both steps also
@@ -36,9 +36,6 @@ CODEC_FORMAT: Final = 1
 # Well under MongoDB's 16 MiB document limit; PyMongo encodes each document on the
 # event loop, so a smaller chunk is a shorter stall.
 CHUNK_BYTES: Final = 4 * 1024 * 1024
-# The most bytes one step copies while holding the GIL (a chunk is joined from pieces
-# of at most this size, and arrays are detached in slices of it).
-WRITE_SLICE: Final = 1024 * 1024
 # About 5% more time for the encoder; the loop's longest wait for the GIL goes from the
 # switch interval (5 ms) to PAUSE_EVERY_S plus one step (a slice, an orjson piece).
 PAUSE_EVERY_S: Final = 0.002
@@ -68,33 +65,20 @@ class Pacer:
             self._since = time.perf_counter()
 
 
-def detach(arrays: Iterable[Named]) -> list[Named]:
+def detach(arrays: Iterable[Named]) -> Iterator[Named]:
     """The named arrays, each copied unless its memory is an immutable bytes object:
-    what `arrays` holds now, whatever later happens to the arrays they view. The copy
-    goes a slice at a time, pausing between slices (numpy lets the GIL go while it
-    copies, and the pauses also cover producing `arrays`: orjson pieces)."""
+    what `arrays` holds when each is taken, whatever later happens to the arrays they
+    view. An array is copied in one numpy call, which lets the GIL go while it copies
+    (in slices, each slice had to win the GIL back from the event loop's thread and the
+    encoder's, which made the copy, and so the consumer's lock, last several times as
+    long); the pauses between arrays cover producing `arrays` (orjson pieces)."""
     pacer = Pacer()
-    detached: list[Named] = []
     for name, array in arrays:
         pacer.pause()
-        if not isinstance(array.base, bytes):
-            array = _copy(array, pacer)
-        detached.append((name, array))
-    return detached
-
-
-def _copy(array: Array, pacer: Pacer) -> Array:
-    """A C-contiguous copy, made WRITE_SLICE bytes at a time."""
-    copy = np.empty(array.shape, dtype=array.dtype)
-    if array.ndim == 0 or array.size == 0:
-        copy[...] = array
-        return copy
-    source, target = array.reshape(-1), copy.reshape(-1)  # reshape copies a strided array
-    step = max(1, WRITE_SLICE // array.itemsize)
-    for start in range(0, len(source), step):
-        target[start : start + step] = source[start : start + step]
-        pacer.pause()
-    return copy
+        if isinstance(array.base, bytes):
+            yield name, array
+        else:
+            yield name, array.copy(order="C")
 
 
 def drain(arrays: list[Named]) -> Iterator[Named]:

@@ -4,16 +4,19 @@ than IN_FLIGHT ahead, and stops whenever either side fails (recsrv.checkpointer)
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from typing import Any
 
 import numpy as np
 import pytest
 
 from recsrv import checkpointer
-from recsrv.checkpointer import IN_FLIGHT, Encoding, write
+from recsrv.checkpointer import IN_FLIGHT, Encoding, capture, write
 from recsrv.errors import StoreError
 from recsrv.state.snapshot import dump_state
 from recsrv.store import CheckpointHead, CheckpointInfo, ChunkStream
-from recsrv.store.codec import CHUNK_BYTES, Named, detach, encode
+from recsrv.store.codec import CHUNK_BYTES, Named, encode
 from tests.unit.test_snapshot import build
 
 HEAD = CheckpointHead(id="c1", created_at=1_700_000_000.25, offset=41, events=42, format=2)
@@ -23,7 +26,7 @@ def arrays(chunks: int) -> list[Named]:
     """Arrays that encode to about `chunks` chunks."""
     rng = np.random.default_rng(3)
     per_array = CHUNK_BYTES // 8 // 2
-    return detach(iter((f"a{n}", rng.random(per_array)) for n in range(2 * chunks)))
+    return [(f"a{n}", rng.random(per_array)) for n in range(2 * chunks)]
 
 
 class MemoryStore:
@@ -100,14 +103,43 @@ async def test_the_metadata_is_not_known_before_the_last_chunk() -> None:
         await stream.close()
 
 
-async def test_capture_is_what_the_lock_covers() -> None:
+async def test_the_lock_covers_only_the_copy() -> None:
     """capture() returns copies: the live arrays may change at once, the checkpoint
     holds what they were."""
     model, _ = build()
     expected = encode(dump_state(model))
-    parts = await checkpointer.capture(model)
+    arrays = await capture(model)
     model.catalog.price[:] = -1.0  # an event after the lock was released
     store = MemoryStore()
-    info = await write(store, HEAD, parts)  # type: ignore[arg-type]
+    info = await write(store, HEAD, arrays)  # type: ignore[arg-type]
     assert store.chunks == expected.chunks
-    assert info.sha256 == expected.sha256
+    assert (info.chunks, info.size, info.sha256) == (
+        len(expected.chunks),
+        expected.size,
+        expected.sha256,
+    )
+
+
+async def test_a_cancelled_capture_keeps_the_lock_until_the_copy_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The copy reads the live arrays: cancelled (at shutdown, say), capture() still
+    returns only once the worker thread is done with them."""
+    model, _ = build()
+    copying = threading.Event()
+    done: list[str] = []
+
+    def dump_slowly(model: Any) -> Any:
+        copying.set()
+        for named in dump_state(model):
+            time.sleep(0.005)
+            yield named
+        done.append("copied")
+
+    monkeypatch.setattr(checkpointer, "dump_state", dump_slowly)
+    task = asyncio.ensure_future(capture(model))
+    await asyncio.to_thread(copying.wait, 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert done == ["copied"]
