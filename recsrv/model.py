@@ -121,6 +121,9 @@ class Model:
         self.offset = -1
         self.events = 0
         self.clock = 0.0
+        # What reads derive from the state alone, kept until the next event is applied
+        # (the popular candidates: the same for every request in between).
+        self.derived: dict[str, Any] = {}
         self.items = ItemIndex(initial_capacity)
         capacity = self.items.capacity
         self.catalog = Catalog(capacity)
@@ -206,6 +209,7 @@ class Model:
     def _apply(self, event: Event) -> bool:
         if event.event_id is not None and not self.recent_ids.add(event.event_id):
             return False
+        self.derived.clear()
         ts = event.ts if math.isfinite(event.ts) else self.clock
         if ts > self.clock:
             self.clock = ts

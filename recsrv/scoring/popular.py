@@ -14,9 +14,18 @@ if TYPE_CHECKING:
 
 # How many of the most popular items are candidates.
 POPULAR_CANDIDATES: Final = 100
+DERIVED_KEY: Final = "popular_candidates"
 
 
 def score(model: Model, context: Context) -> Scores:
+    """The same for every request until the next event: computed once in between."""
+    found: Scores | None = model.derived.get(DERIVED_KEY)
+    if found is None:
+        found = model.derived[DERIVED_KEY] = _popular(model)
+    return found
+
+
+def _popular(model: Model) -> Scores:
     n = len(model.items)
     items, values = model.popularity.top(
         POPULAR_CANDIDATES, model.catalog.available[:n], model.clock
@@ -24,10 +33,12 @@ def score(model: Model, context: Context) -> Scores:
     keep = values > 0.0
     items, values = items[keep], values[keep]
     order = np.argsort(items)
-    items, values = items[order], values[order]
-    return Scores(
-        items,
-        values,
+    arrays = (
+        items[order],
+        values[order],
         np.full(len(items), POPULAR, dtype=np.int64),
         np.full(len(items), -1, dtype=np.int64),
     )
+    for array in arrays:
+        array.setflags(write=False)  # shared by the requests until the next event
+    return Scores(*arrays)

@@ -7,7 +7,15 @@ import pytest
 
 from recsrv.config import ModelConfig, SessionsConfig
 from recsrv.model import Model
-from recsrv.scoring import FOLLOWS, SIMILAR_SESSIONS, Scores, components, sequence, session_knn
+from recsrv.scoring import (
+    FOLLOWS,
+    SIMILAR_SESSIONS,
+    Scores,
+    components,
+    popular,
+    sequence,
+    session_knn,
+)
 from tests.unit.builders import act
 
 
@@ -123,3 +131,18 @@ def test_session_knn_positions_past_255_in_a_long_session() -> None:
     found = score_of(model, session_knn.score)
     assert found["z"] == pytest.approx(similarity * math.exp(-1 / spread), rel=1e-6)
     assert found["i299"] == pytest.approx(similarity, rel=1e-6)
+
+
+def test_popular_candidates_are_kept_until_the_next_event() -> None:
+    model = shop()
+    first = score_of(model, popular.score)
+    assert score_of(model, popular.score) == first
+    slot = model.sessions.lookup("s", model.clock)
+    assert slot is not None
+    context = components.context(model, slot, -1)
+    assert popular.score(model, context) is popular.score(model, context)  # computed once
+    for step in range(5):
+        model.apply(act("view", f"v{step}", "d", t=300 + step))
+    after = score_of(model, popular.score)
+    assert max(after, key=after.__getitem__) == "d"  # the new events count at once
+    assert after != first
