@@ -166,16 +166,26 @@ def _p5_p6(f: Figures) -> list[Row]:
         if p6 is None:
             continue
         gaps = []
-        if p6["total_s"] > 10:
-            gaps.append(f"{p6['total_s'] - 10:.2f} s over")
+        measured = f"{p6['total_s']:.2f} s"
+        if "ratio" in p6:
+            # The MongoDB write is bounded by the server: judged against plain PyMongo
+            # inserts of the same bytes in the same run (issue 12), not in seconds.
+            target = "≤ 1.15 x plain inserts, ≤ 50 ms"
+            measured += f", {p6['ratio']:.2f}x plain PyMongo inserts of the same bytes"
+            if p6["ratio"] > 1.15:
+                gaps.append(f"{p6['ratio'] - 1.15:.2f}x over")
+        else:
+            target = "≤ 10 s, ≤ 50 ms"
+            if p6["total_s"] > 10:
+                gaps.append(f"{p6['total_s'] - 10:.2f} s over")
         if p6["stall_ms"] > 50:
             gaps.append(f"stall {p6['stall_ms'] - 50:.0f} ms over")
         rows.append(
             Row(
                 "P6",
                 f"checkpoint of that state, {'file store' if store == 'files' else 'nx-27017'}",
-                f"{p6['total_s']:.2f} s, longest loop stall {p6['stall_ms']:.0f} ms",
-                "≤ 10 s, ≤ 50 ms",
+                f"{measured}, longest loop stall {p6['stall_ms']:.0f} ms",
+                target,
                 not gaps,
                 "; ".join(gaps),
             )
