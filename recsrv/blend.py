@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from recsrv.scoring import NO_ITEMS, Scores
-from recsrv.state.items import top_k
+from recsrv.state.items import run_firsts, top_k
 
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
@@ -100,10 +100,7 @@ class Blend:
         # Every component's rows, one run: the candidate, its column and what it says.
         rows = np.concatenate([part.items for part in present])
         ordered = np.sort(rows)
-        distinct = np.empty(len(ordered), dtype=np.bool_)
-        distinct[:1] = True
-        np.not_equal(ordered[1:], ordered[:-1], out=distinct[1:])
-        items = ordered[distinct]
+        items = ordered[run_firsts(ordered)]
         width = len(parts)
         columns = np.repeat(
             [column for column, part in enumerate(parts) if len(part)],

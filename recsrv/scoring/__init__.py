@@ -17,7 +17,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from recsrv.state.items import run_starts, stable_order
+from recsrv.state.items import run_firsts, run_starts, stable_order
 from recsrv.state.neighbors import NeighborTable
 
 Ints = npt.NDArray[np.int64]
@@ -137,9 +137,7 @@ class Contributions:
         values = np.concatenate(self._values)
         # A stable sort groups each candidate's contributions, in the order added.
         order, grouped = stable_order(items)
-        first = np.empty(len(grouped), dtype=np.bool_)
-        first[:1] = True
-        np.not_equal(grouped[1:], grouped[:-1], out=first[1:])
+        first = run_firsts(grouped)
         starts = np.flatnonzero(first)
         grouped_values = np.take(values, order)
         group_max = np.maximum.reduceat(grouped_values, starts)

@@ -50,11 +50,11 @@ def score(model: Model, context: Context) -> Scores:
         distance = np.abs(np.take(index.last_ts, records) - context.now)
         nearest = np.argpartition(distance, config.knn_sample - 1)[: config.knn_sample]
         records = np.take(records, nearest)
-    # The candidates' rows (-1 pads them) and, through a lookup table over the catalog
-    # with a zero for -1 at its end, the position in s (1..L) of every cell; 0: not in s.
-    # np.take, not fancy indexing, and nonzero on a mask, not on the integers: several
-    # times faster on these few thousand cells.
-    # Only as many columns as the longest candidate fills.
+    # The candidates' rows, cut to the longest of them (-1 pads the others), and through
+    # a lookup table over the catalog, whose extra last entry is what -1 reads, the
+    # position in s (1..L) of every cell; 0: not in s. np.take, not fancy indexing, and
+    # nonzero on a mask, not on the integers: several times faster on these few
+    # thousand cells.
     width = int(np.take(index.lengths, records).max())
     block = np.ascontiguousarray(np.take(index.items, records, axis=0)[:, :width])
     small = np.uint8 if length < 256 else np.uint16  # a smaller table, a faster gather

@@ -99,9 +99,14 @@ def stable_order(
     return keys & ((1 << bits) - 1), keys >> bits
 
 
-def run_starts(ordered: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
-    """Where each run of equal values of a sorted (or grouped) array starts."""
+def run_firsts(ordered: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+    """Which entries of a sorted (or grouped) array start a run of equal values."""
     first = np.empty(len(ordered), dtype=np.bool_)
     first[:1] = True
     np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-    return np.flatnonzero(first)
+    return first
+
+
+def run_starts(ordered: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
+    """Where each run of equal values of a sorted (or grouped) array starts."""
+    return np.flatnonzero(run_firsts(ordered))

@@ -22,7 +22,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from recsrv.state.items import grown
+from recsrv.state.items import grown, run_firsts
 
 Ints = npt.NDArray[np.int64]
 
@@ -151,9 +151,7 @@ class SessionIndex:
         """Distinct records that recently took any of `items`, `exclude` left out."""
         records = np.take(self.item_records, items, axis=0).ravel()
         records.sort()
-        keep = np.empty(len(records), dtype=np.bool_)
-        keep[:1] = True
-        np.not_equal(records[1:], records[:-1], out=keep[1:])  # distinct
+        keep = run_firsts(records)  # distinct
         keep &= records >= 0  # empty ring places
         if exclude >= 0:
             keep &= records != exclude % self.capacity
