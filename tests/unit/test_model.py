@@ -542,6 +542,13 @@ def test_a_late_event_is_paired_with_the_items_around_it_by_ts() -> None:
     assert row(model, "similar", "c") == pytest.approx({"a": 0.5, "b": 0.5}, rel=1e-4)
 
 
+def test_successors_count_a_revisited_item_at_each_of_its_distances() -> None:
+    # a b a c, as sequential rules count it: c follows a at distances 1 and 3.
+    model = build([act("view", "s", item, t=10 * n) for n, item in enumerate("abac")])
+    assert row(model, "successors", "a") == pytest.approx({"b": 1.0, "c": 1.0 + 1 / 3}, rel=1e-4)
+    assert row(model, "successors", "b") == pytest.approx({"a": 1.0, "c": 0.5}, rel=1e-4)
+
+
 def test_sessions_arriving_a_day_late_are_learnt_and_served() -> None:
     late = [act("view", "old", "x", t=0), act("view", "old", "y", t=10)]
     model = build([act("view", "now", "z", t=86400.0), *late])

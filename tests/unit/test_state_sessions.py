@@ -205,6 +205,22 @@ def test_around_gives_the_neighbours_on_both_sides_nearest_first() -> None:
     assert sessions.sequence(slot) == [2, 1, 3, 4, 5]
 
 
+def test_steps_around_counts_every_event_in_reach_repeats_included() -> None:
+    sessions = make(max_events=8)
+    slot = sessions.open("s", T0, T0)
+    for item, t in [(1, 10.0), (2, 20.0), (1, 25.0), (4, 40.0), (1, 45.0), (5, 50.0)]:
+        sessions.record(slot, item, VIEW, T0 + t)
+    newer = sessions.record(slot, 3, VIEW, T0 + 30.0)
+    assert newer == 3
+    before, after = sessions.steps_around(slot, newer, 3, limit=10)
+    assert before == [(1, 1), (2, 2), (1, 3)]  # 1 twice, at each of its distances
+    assert after == [(4, 1, VIEW, T0 + 40.0), (1, 2, VIEW, T0 + 45.0), (5, 3, VIEW, T0 + 50.0)]
+    # The reach is in events, not distinct items; the event's own item is no step target.
+    before, after = sessions.steps_around(slot, newer, 1, limit=2)
+    assert before == [(2, 2)]
+    assert after == [(4, 1, VIEW, T0 + 40.0)]
+
+
 def test_membership_is_session_time_and_liveness_the_model_clock() -> None:
     sessions = make(ttl_s=100.0, allowed_lateness_s=1000.0)
     slot = sessions.open("s", T0, T0 + 5000.0)  # arrives long after its time
