@@ -47,27 +47,28 @@ def score(model: Model, context: Context) -> Scores:
         # The nearest in time to this session: the most recent ones when events come
         # in order, and no later ones picked over earlier ones when a late session is
         # scored among sessions that lie after it (a set: argpartition, no sort).
-        distance = np.abs(np.take(index.last_ts, records) - context.now)
+        distance = np.abs(index.last_ts.take(records) - context.now)
         nearest = np.argpartition(distance, config.knn_sample - 1)[: config.knn_sample]
-        records = np.take(records, nearest)
+        records = records.take(nearest)
     # The candidates' rows, cut to the longest of them (-1 pads the others), and through
     # a lookup table over the catalog, whose extra last entry is what -1 reads, the
-    # position in s (1..L) of every cell; 0: not in s. np.take, not fancy indexing, and
+    # position in s (1..L) of every cell; 0: not in s. `take`, not fancy indexing, and
     # nonzero on a mask, not on the integers: several times faster on these few
-    # thousand cells.
-    width = int(np.take(index.lengths, records).max())
-    block = np.ascontiguousarray(np.take(index.items, records, axis=0)[:, :width])
+    # thousand cells. Array methods rather than the np.take and np.flatnonzero
+    # wrappers: the wrappers cost a microsecond a call, some sixty a list here.
+    width = int(index.lengths.take(records).max())
+    block = np.ascontiguousarray(index.items.take(records, axis=0)[:, :width]).ravel()
     small = np.uint8 if length < 256 else np.uint16  # a smaller table, a faster gather
     position_of = np.zeros(len(model.items) + 1, dtype=small)
     position_of[sequence] = np.arange(1, length + 1)
-    positions = np.take(position_of, block.ravel())
-    shared = np.flatnonzero(positions != 0)  # grouped by candidate, row after row
+    positions = position_of.take(block)
+    shared = (positions != 0).nonzero()[0]  # grouped by candidate, row after row
     if not len(shared):
         return Scores.empty()  # only stale candidates: their records were reused
-    position = np.take(positions, shared).astype(np.int64)
+    position = positions.take(shared).astype(np.int64)
     sharing, shared_column = np.divmod(shared, width)
     runs = run_starts(sharing)
-    live = np.take(sharing, runs)  # the candidates that share an item now
+    live = sharing.take(runs)  # the candidates that share an item now
     # j, the position in s of the newest item n shares, and p*, that item's column in
     # n, at once: the largest position * width + column of each run (the items of a
     # record are distinct, so positions within a run are too).
@@ -76,34 +77,37 @@ def score(model: Model, context: Context) -> Scores:
     spread = max(index.mean_length(), 1.0)
     weight_of = np.exp((np.arange(length + 1, dtype=np.float64) - length) / spread)
     norm = math.sqrt(float(np.dot(weight_of[1:], weight_of[1:])))
-    overlap = np.add.reduceat(np.take(weight_of, position), runs)
-    live_records = np.take(records, live)
-    lengths = np.take(index.lengths, live_records)
-    similarity = overlap / (norm * np.sqrt(lengths)) * np.take(weight_of, newest)
+    overlap = np.add.reduceat(weight_of.take(position), runs)
+    live_records = records.take(live)
+    lengths = index.lengths.take(live_records)
+    similarity = overlap / (norm * np.sqrt(lengths)) * weight_of.take(newest)
     if config.knn_recency_s > 0.0:
-        age = np.abs(context.now - np.take(index.last_ts, live_records))
+        age = np.abs(context.now - index.last_ts.take(live_records))
         similarity *= np.exp(-age / config.knn_recency_s)
     if len(live) > config.knn_neighbors:
         # The knn_neighbors most similar (argpartition: a set is enough here).
         cut = len(live) - config.knn_neighbors
         picked = np.argpartition(similarity, cut)[cut:]
-        live = np.take(live, picked)
-        similarity = np.take(similarity, picked)
-        anchor_column = np.take(anchor_column, picked)
-    # Every item of the chosen neighbours, by its distance in n from p*.
-    lent = np.take(block, live, axis=0).ravel()
-    filled = np.flatnonzero(lent >= 0)
+        live = live.take(picked)
+        similarity = similarity.take(picked)
+        anchor_column = anchor_column.take(picked)
+    # Every item of the chosen neighbours, by its distance in n from p*: exp(-d/λ)
+    # read from a table of the few distances a row can have (the same values as
+    # computing each, a gather instead of an exp per cell).
+    lent = block.reshape(-1, width).take(live, axis=0).ravel()
+    filled = (lent >= 0).nonzero()[0]
     row, column = np.divmod(filled, width)
-    lent_items = np.take(lent, filled)
-    distance_in_n = np.abs(column - np.take(anchor_column, row))
-    values = np.take(similarity, row) * np.exp(distance_in_n * (-1.0 / spread))
+    lent_items = lent.take(filled)
+    distance_in_n = np.abs(column - anchor_column.take(row))
+    decay = np.exp(np.arange(width, dtype=np.int64) * (-1.0 / spread))
+    values = similarity.take(row) * decay.take(distance_in_n)
     # Summed per item: sorted, then added up run by run.
     by_item, grouped = stable_order(lent_items)
     runs = run_starts(grouped)
-    items = np.take(grouped, runs)
-    totals = np.add.reduceat(np.take(values, by_item), runs)
+    items = grouped.take(runs)
+    totals = np.add.reduceat(values.take(by_item), runs)
     if config.knn_idf_weight > 0.0:
-        holding = np.maximum(np.take(index.item_sessions, items), 1).astype(np.float64)
+        holding = np.maximum(index.item_sessions.take(items), 1).astype(np.float64)
         idf = np.log(max(index.sessions, 1) / holding)
         totals *= 1.0 + config.knn_idf_weight * np.maximum(idf, 0.0)
     keep = totals > 0.0
