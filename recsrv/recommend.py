@@ -13,7 +13,7 @@ Pure code: numpy only.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Final
 
@@ -53,8 +53,17 @@ class Scored:
 
 @dataclass(frozen=True, slots=True)
 class RecList:
-    items: list[Scored]
+    """A ranked list, held as columns: the JSON of a list endpoint is built from them
+    directly, without a `Scored` object per item (`items` makes those on demand)."""
+
+    item_ids: list[str]
+    scores: list[float]
+    reasons: list[str]
     strategy: str  # "session", "user", "item" or "popular"
+
+    @property
+    def items(self) -> list[Scored]:
+        return list(map(Scored, self.item_ids, self.scores, self.reasons))
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +110,7 @@ def recommend(
         strategy = "item" if context is not None else "user" if len(profile_items) else "popular"
     rule = _make_filter(model, category, np.concatenate(blocked + seen))
     if rule is None:
-        return RecList([], strategy)
+        return _listed(model, Scores.empty(), strategy)
     ranked = _best(model, candidates, k, rule)
     # Short of k (a new item, a quiet corner of the shop): what is popular in the
     # category the shopper is in comes before what is popular anywhere.
@@ -117,7 +126,7 @@ def recommend(
         relaxed = _make_filter(model, category, np.concatenate(blocked))
         if relaxed is not None:
             ranked = _fill_with_popular(model, ranked, k, relaxed, POPULAR)
-    return RecList(_scored(model, ranked), strategy)
+    return _listed(model, ranked, strategy)
 
 
 def similar(model: Model, item_id: str, k: int = 10) -> RecList | None:
@@ -133,7 +142,7 @@ def similar(model: Model, item_id: str, k: int = 10) -> RecList | None:
     if code != NO_CATEGORY:
         rule = _Filter(np.array([idx], dtype=np.int64), code)
         ranked = _fill_with_popular(model, ranked, k, rule, SAME_CATEGORY)
-    return RecList(_scored(model, ranked), "item")
+    return _listed(model, ranked, "item")
 
 
 def bought_together(model: Model, item_id: str, k: int = 10) -> RecList | None:
@@ -142,16 +151,16 @@ def bought_together(model: Model, item_id: str, k: int = 10) -> RecList | None:
     if idx is None:
         return None
     ranked = _row_list(model, model.bought_together, idx, k, BOUGHT_TOGETHER)
-    return RecList(_scored(model, ranked), "item")
+    return _listed(model, ranked, "item")
 
 
 def popular(model: Model, k: int = 10, category: str | None = None) -> RecList:
     """Trending items (time-decayed popularity), optionally within one category."""
     rule = _make_filter(model, category, NO_ITEMS)
     if rule is None:
-        return RecList([], "popular")
+        return _listed(model, Scores.empty(), "popular")
     ranked = _fill_with_popular(model, Scores.empty(), k, rule, POPULAR)
-    return RecList(_scored(model, ranked), "popular")
+    return _listed(model, ranked, "popular")
 
 
 # -- sources -----------------------------------------------------------------------
@@ -240,7 +249,7 @@ def _make_filter(model: Model, category: str | None, blocked: Ints) -> _Filter |
 
 def _passes(model: Model, items: Ints, rule: _Filter) -> npt.NDArray[np.bool_]:
     """Which of `items` (sorted, distinct) the filter lets through."""
-    ok = model.catalog.available[items]
+    ok = model.catalog.available.take(items)
     if rule.category is not None:
         ok &= model.catalog.category[items] == rule.category
     if len(rule.blocked) and len(items):
@@ -254,12 +263,15 @@ def _best(model: Model, candidates: Scores, k: int, rule: _Filter) -> Scores:
     if not len(candidates):
         return candidates
     ok = _passes(model, candidates.items, rule) & (candidates.scores > 0.0)
-    top = top_k(np.where(ok, candidates.scores, -np.inf), k)
+    # Ranked among the candidates that pass only (a few hundred of them): the same
+    # list as masking the others with -inf, without a pass over all of them.
+    passing = ok.nonzero()[0]
+    top = passing.take(top_k(candidates.scores.take(passing), k))
     return Scores(
-        candidates.items[top],
-        candidates.scores[top],
-        candidates.kinds[top],
-        candidates.sources[top],
+        candidates.items.take(top),
+        candidates.scores.take(top),
+        candidates.kinds.take(top),
+        candidates.sources.take(top),
     )
 
 
@@ -298,20 +310,12 @@ def _fill_with_popular(model: Model, ranked: Scores, k: int, rule: _Filter, kind
     return ranked.then(fill)
 
 
-def _scored(model: Model, ranked: Scores) -> list[Scored]:
+def _listed(model: Model, ranked: Scores, strategy: str) -> RecList:
+    """The list's columns: item ids, scores and reasons, as plain Python values."""
     ids = model.items.ids
-    return [
-        Scored(ids[item], score, _reason(ids, kind, source))
-        for item, score, kind, source in zip(
-            ranked.items.tolist(),
-            ranked.scores.tolist(),
-            ranked.kinds.tolist(),
-            ranked.sources.tolist(),
-            strict=True,
-        )
-    ]
-
-
-def _reason(ids: Sequence[str], kind: int, source: int) -> str:
-    prefix = REASON_PREFIX[kind]
-    return prefix + ids[source] if prefix.endswith(":") else prefix
+    reasons = []
+    for kind, source in zip(ranked.kinds.tolist(), ranked.sources.tolist(), strict=True):
+        prefix = REASON_PREFIX[kind]
+        reasons.append(prefix + ids[source] if prefix.endswith(":") else prefix)
+    item_ids = [ids[item] for item in ranked.items.tolist()]
+    return RecList(item_ids, ranked.scores.tolist(), reasons, strategy)

@@ -163,7 +163,10 @@ def _bad_parameter(name: str, reason: str) -> ApiError:
 def list_body(runtime: Runtime, recs: recommend.RecList) -> dict[str, Any]:
     """The JSON of every list endpoint (and of each SSE message)."""
     return {
-        "items": [{"item_id": s.item_id, "score": s.score, "reason": s.reason} for s in recs.items],
+        "items": [
+            {"item_id": item_id, "score": score, "reason": reason}
+            for item_id, score, reason in zip(recs.item_ids, recs.scores, recs.reasons, strict=True)
+        ],
         "strategy": recs.strategy,
         "model": runtime.model_info(),
     }
