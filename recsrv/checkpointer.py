@@ -2,22 +2,24 @@
 
 A checkpoint is taken between two messages: under the consumer's lock (no event is
 half applied, none is applied meanwhile) a worker thread copies the state's arrays
-(`capture`), which takes a fraction of the time encoding them would. The lock is then
-released, and a worker thread cuts the copies into chunks while the store writes the
-chunks already made, at most IN_FLIGHT chunks behind the encoder (`write`): the write
-starts with the first chunk instead of after the last, and each copy and chunk is let
-go once written. Reads keep being served throughout. When the store fails, the state
-lives on in memory, the failure is logged once per outage, reported in /readyz and in
-metrics, and the checkpoint is retried with back-off.
+(`Copying`), which takes a fraction of the time encoding them would, and the lock is
+released once the last is copied. Meanwhile, from the first copy on, a worker thread
+cuts the copies into chunks while the store writes the chunks already made, at most
+IN_FLIGHT chunks behind the encoder (`write`): the write starts with the first array
+instead of after the whole copy, and each copy and chunk is let go once written.
+Reads keep being served throughout. When the store fails, the state lives on in
+memory, the failure is logged once per outage, reported in /readyz and in metrics, and
+the checkpoint is retried with back-off.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -29,7 +31,7 @@ from recsrv.model import Model
 from recsrv.runtime import Runtime
 from recsrv.state.snapshot import STATE_FORMAT, SnapshotMismatch, dump_state, load_state
 from recsrv.store import CheckpointHead, CheckpointInfo, CheckpointStore
-from recsrv.store.codec import Encoder, Named, decode, detach, drain
+from recsrv.store.codec import Encoder, Named, decode, detach
 
 logger = structlog.get_logger("recsrv.checkpoint")
 
@@ -52,27 +54,72 @@ def new_head(model: Model) -> CheckpointHead:
     )
 
 
-async def capture(model: Model) -> list[Named]:
-    """The model's state as arrays of its own, copied in a worker thread, which no later
-    event changes. The caller holds the consumer's lock until this returns, and may let
-    it go then: the write goes on from the copies (`write`)."""
-    copying = asyncio.ensure_future(asyncio.to_thread(lambda: list(detach(dump_state(model)))))
+class Copying:
+    """The model's state as arrays of its own, which no later event changes, copied one
+    by one by a worker thread. Started under the consumer's lock, which must be held
+    until `finished` returns; `arrays` hands each copy over as soon as it is made (to
+    the encoder's thread), so that the write need not wait for the whole copy."""
+
+    _END: Final = "end"
+
+    def __init__(self, model: Model) -> None:
+        self._copies: queue.SimpleQueue[Named | BaseException | str] = queue.SimpleQueue()
+        self._thread = asyncio.ensure_future(asyncio.to_thread(self._copy, model))
+
+    def _copy(self, model: Model) -> None:
+        try:
+            for named in detach(dump_state(model)):
+                self._copies.put(named)
+        except BaseException as exc:  # handed to whoever takes the copies, and raised here
+            self._copies.put(exc)
+            raise
+        self._copies.put(self._END)
+
+    def arrays(self) -> Iterator[Named]:
+        """The copies in order, each once, waiting for the next (for a worker thread)."""
+        while True:
+            taken = self._copies.get()
+            if isinstance(taken, BaseException):
+                raise taken
+            if isinstance(taken, str):
+                return
+            yield taken
+            del taken  # not held while waiting for the next: the encoder lets each go
+
+    async def finished(self) -> None:
+        """Until every array is copied, even when cancelled meanwhile: the copy reads the
+        live arrays, so the lock must not go before it has ended."""
+        try:
+            await asyncio.shield(self._thread)
+        except asyncio.CancelledError:
+            await asyncio.wait([self._thread])
+            raise
+
+
+async def start_writing(model: Model, store: CheckpointStore) -> asyncio.Task[CheckpointInfo]:
+    """Start a checkpoint of `model` as it is now, and return once its state is copied
+    (the caller holds the consumer's lock until then). The write, which the returned
+    task goes on with from the copies, started with the first of them."""
+    head = new_head(model)
+    copying = Copying(model)
+    writing = asyncio.ensure_future(write(store, head, copying.arrays()))
     try:
-        return await asyncio.shield(copying)
-    except asyncio.CancelledError:
-        # The copy reads the live arrays: the lock must not go before it has ended.
-        await asyncio.wait([copying])
+        await copying.finished()
+    except BaseException:
+        writing.cancel()
+        await asyncio.wait([writing])
         raise
+    return writing
 
 
 async def write(
-    store: CheckpointStore, head: CheckpointHead, arrays: list[Named]
+    store: CheckpointStore, head: CheckpointHead, arrays: Iterable[Named]
 ) -> CheckpointInfo:
-    """Write `arrays` (from capture) to `store` as checkpoint `head`: a worker thread
-    takes them one by one off the list, letting each go once encoded, and encodes them
+    """Write `arrays` (copies: `Copying.arrays`) to `store` as checkpoint `head`: a
+    worker thread takes them one by one, letting each go once encoded, and encodes them
     while the store writes the chunks already made. The finished metadata, once the
     store has made the checkpoint complete."""
-    stream = Encoding(head, drain(arrays))
+    stream = Encoding(head, arrays)
     try:
         return await store.write(stream)
     finally:
@@ -243,10 +290,9 @@ class Checkpointer:
             async with consumer.lock:
                 locked = time.perf_counter()
                 forgets = consumer.forgets
-                head = new_head(model)
-                arrays = await capture(model)
+                writing = await start_writing(model, self.store)
             lock_s = time.perf_counter() - locked
-            info = await write(self.store, head, arrays)
+            info = await writing
             self.last = info
             await self._prune(forgets)
             seconds = time.perf_counter() - started

@@ -98,14 +98,6 @@ def _copy(array: Array) -> Array:
     return copy
 
 
-def drain(arrays: list[Named]) -> Iterator[Named]:
-    """The arrays of the list in order, each removed from it as it is taken, so that
-    the list holds no array an encoder is done with."""
-    arrays.reverse()
-    while arrays:
-        yield arrays.pop()
-
-
 class Encoder:
     """Cuts named arrays into chunks of CHUNK_BYTES (the last one shorter), counting
     and hashing them as they go. One chunk is made per step, so a caller can hand each
@@ -126,8 +118,8 @@ class Encoder:
 
     def chunks(self, arrays: Iterable[Named]) -> Iterator[bytes]:
         """The chunks of `arrays`. With an iterator that holds no array once it has
-        yielded it (`drain`), each array is let go soon after its last byte is in a
-        chunk."""
+        yielded it (recsrv.checkpointer's copies), each array is let go soon after its
+        last byte is in a chunk."""
         for name, array in arrays:
             self._pacer.pause()  # producing an array may have taken a while
             yield from self._record(name, array)

@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from recsrv import checkpointer
 from recsrv.broker.memory import MemoryEventLog
-from recsrv.checkpointer import Checkpointer, capture, write
+from recsrv.checkpointer import Checkpointer, Copying, start_writing, write
 from recsrv.config import Config, StoreConfig
 from recsrv.errors import StoreError
+from recsrv.model import Model
 from recsrv.runtime import Runtime
 from recsrv.state.snapshot import STATE_FORMAT, dump_state, load_state
 from recsrv.store import (
@@ -30,7 +32,7 @@ from recsrv.store import (
     codec,
     open_store,
 )
-from recsrv.store.codec import decode, encode
+from recsrv.store.codec import Named, decode, encode
 from recsrv.store.files import FileStore
 from recsrv.store.mongo import MongoStore
 from tests.unit.test_snapshot import MODEL, SESSIONS, build, feed, later_events, state_of
@@ -68,6 +70,13 @@ async def read_all(store: CheckpointStore, info: CheckpointInfo) -> bytes:
     return b"".join([chunk async for chunk in store.read(info)])
 
 
+async def capture(model: Model) -> list[Named]:
+    """Every copy, once the whole state is copied (as when the lock is let go)."""
+    copying = Copying(model)
+    await copying.finished()
+    return list(copying.arrays())
+
+
 async def test_a_streamed_checkpoint_restores_bit_identical(store: CheckpointStore) -> None:
     model, shop = build()
     expected = encode(dump_state(model))
@@ -86,6 +95,57 @@ async def test_a_streamed_checkpoint_restores_bit_identical(store: CheckpointSto
     assert data == b"".join(expected.chunks)
     restored = load_state(decode([data], info.sha256), MODEL, SESSIONS)
     assert state_of(restored) == captured
+
+
+class Recording:
+    """Notes when the store is handed its first chunk."""
+
+    def __init__(self, store: CheckpointStore) -> None:
+        self.store = store
+        self.first_chunk_at = 0.0
+
+    async def write(self, stream: ChunkStream) -> CheckpointInfo:
+        outer = self
+
+        class Noted:
+            head = stream.head
+
+            async def __aiter__(self) -> AsyncIterator[bytes]:
+                async for chunk in stream:
+                    outer.first_chunk_at = outer.first_chunk_at or time.perf_counter()
+                    yield chunk
+
+            def info(self) -> CheckpointInfo:
+                return stream.info()
+
+        return await self.store.write(Noted())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+async def test_the_write_starts_with_the_first_copy_not_after_the_last(
+    store: CheckpointStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store takes chunks while the state is still being copied under the lock, and
+    what it gets is the whole state all the same."""
+    model, _ = build()
+    expected = encode(dump_state(model))
+    copy_all = checkpointer.detach
+
+    def slow_copy(arrays: Any) -> Any:
+        for named in copy_all(arrays):
+            time.sleep(0.01)  # a large state: copying takes a while
+            yield named
+
+    monkeypatch.setattr(checkpointer, "detach", slow_copy)
+    recording = Recording(store)
+    writing = await start_writing(model, recording)  # type: ignore[arg-type]
+    copied_at = time.perf_counter()
+    info = await writing
+    assert 0.0 < recording.first_chunk_at < copied_at
+    assert (info.size, info.sha256) == (expected.size, expected.sha256)
+    assert await read_all(store, info) == b"".join(expected.chunks)
 
 
 class Failing:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 import pytest
 
 from recsrv.errors import StoreError
 from recsrv.store import codec
-from recsrv.store.codec import CHUNK_BYTES, Encoder, decode, detach, drain, encode
+from recsrv.store.codec import CHUNK_BYTES, Encoder, decode, detach, encode
 
 ARRAYS = [
     ("ints", np.arange(3_000_000, dtype=np.int32)),
@@ -126,18 +124,3 @@ def test_detach_pauses_between_arrays(monkeypatch: pytest.MonkeyPatch) -> None:
     for (name, copy), (original_name, original) in zip(detached, ARRAYS, strict=True):
         assert name == original_name
         assert np.array_equal(copy, original)
-
-
-def test_drained_arrays_are_let_go_as_they_are_encoded() -> None:
-    """The list empties as the encoder takes its arrays, so each can be freed once its
-    bytes are in chunks, not only at the end of the checkpoint."""
-    arrays = [(f"part{n}", np.full(CHUNK_BYTES // 8, n, dtype=np.int64)) for n in range(4)]
-    first = weakref.ref(arrays[0][1])
-    whole = encode(iter(arrays))
-    chunks = Encoder().chunks(drain(arrays))
-    made = [next(chunks), next(chunks)]  # the first array and the start of the second
-    assert len(arrays) == 2
-    assert first() is None
-    made.extend(chunks)
-    assert arrays == []
-    assert made == whole.chunks
