@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,28 +97,28 @@ async def test_a_streamed_checkpoint_restores_bit_identical(store: CheckpointSto
     assert state_of(restored) == captured
 
 
-class Recording:
-    """Notes when the store is handed its first chunk."""
+class Watched:
+    """Hands each chunk to `store` after awaiting `on_chunk()` (a hook per chunk)."""
 
-    def __init__(self, store: CheckpointStore) -> None:
+    def __init__(self, store: CheckpointStore, on_chunk: Callable[[], Awaitable[None]]) -> None:
         self.store = store
-        self.first_chunk_at = 0.0
+        self.on_chunk = on_chunk
 
     async def write(self, stream: ChunkStream) -> CheckpointInfo:
-        outer = self
+        on_chunk = self.on_chunk
 
-        class Noted:
+        class Hooked:
             head = stream.head
 
             async def __aiter__(self) -> AsyncIterator[bytes]:
                 async for chunk in stream:
-                    outer.first_chunk_at = outer.first_chunk_at or time.perf_counter()
+                    await on_chunk()
                     yield chunk
 
             def info(self) -> CheckpointInfo:
                 return stream.info()
 
-        return await self.store.write(Noted())
+        return await self.store.write(Hooked())
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
@@ -139,11 +139,15 @@ async def test_the_write_starts_with_the_first_copy_not_after_the_last(
             yield named
 
     monkeypatch.setattr(checkpointer, "detach", slow_copy)
-    recording = Recording(store)
-    writing = await start_writing(model, recording)  # type: ignore[arg-type]
+    chunk_times: list[float] = []
+
+    async def note() -> None:
+        chunk_times.append(time.perf_counter())
+
+    writing = await start_writing(model, Watched(store, note))  # type: ignore[arg-type]
     copied_at = time.perf_counter()
     info = await writing
-    assert 0.0 < recording.first_chunk_at < copied_at
+    assert chunk_times and chunk_times[0] < copied_at
     assert (info.size, info.sha256) == (expected.size, expected.sha256)
     assert await read_all(store, info) == b"".join(expected.chunks)
 
@@ -240,41 +244,19 @@ async def test_an_encoder_failure_half_way_leaves_no_complete_checkpoint(
     await assert_only(store, good, "b-broken")
 
 
-class Slow:
-    """Lets each chunk through to `store` after a pause: a write that takes a while."""
-
-    def __init__(self, store: CheckpointStore) -> None:
-        self.store = store
-        self.writing = asyncio.Event()
-
-    async def write(self, stream: ChunkStream) -> CheckpointInfo:
-        outer = self
-
-        class Paced:
-            head = stream.head
-
-            async def __aiter__(self) -> AsyncIterator[bytes]:
-                async for chunk in stream:
-                    outer.writing.set()
-                    await asyncio.sleep(0.01)
-                    yield chunk
-
-            def info(self) -> CheckpointInfo:
-                return stream.info()
-
-        return await self.store.write(Paced())
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.store, name)
-
-
 async def test_events_are_applied_while_a_checkpoint_is_written(
     store: CheckpointStore, store_config: StoreConfig
 ) -> None:
     """The consumer's lock is held only while the state is copied: events go on during
     the write, and the checkpoint holds the state from before them."""
     config = Config(store=store_config, model=MODEL, sessions=SESSIONS)
-    slow = Slow(store)
+    writing = asyncio.Event()
+
+    async def slowly() -> None:  # a write that takes a while
+        writing.set()
+        await asyncio.sleep(0.01)
+
+    slow = Watched(store, slowly)
     runtime = Runtime.build(config, MemoryEventLog(), slow)  # type: ignore[arg-type]
     model, shop = build()
     runtime.replace_model(model)
@@ -282,7 +264,7 @@ async def test_events_are_applied_while_a_checkpoint_is_written(
     position = (model.offset, model.events)
 
     task = asyncio.ensure_future(Checkpointer(runtime).checkpoint())
-    await asyncio.wait_for(slow.writing.wait(), 10)
+    await asyncio.wait_for(writing.wait(), 10)
     async with asyncio.timeout(1):
         async with runtime.consumer.lock:
             feed(model, later_events(shop), first_offset=model.offset + 1, seed=2)
