@@ -21,6 +21,10 @@ PREFLIGHT_MAX_AGE_S = "600"
 
 def install_cors(app: web.Application, origins: tuple[str, ...]) -> None:
     allowed = frozenset(origins)
+    if not allowed:
+        # No origin to allow: neither a preflight nor a header to answer with, and a
+        # middleware and a hook less on every request.
+        return
 
     @web.middleware
     async def preflight(
@@ -43,8 +47,6 @@ def install_cors(app: web.Application, origins: tuple[str, ...]) -> None:
         return await handler(request)
 
     async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
-        if not allowed:
-            return
         # Every answer depends on the Origin, allowed or not: caches must keep them apart.
         vary = response.headers.get("Vary")
         response.headers["Vary"] = "Origin" if not vary else f"{vary}, Origin"

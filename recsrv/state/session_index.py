@@ -149,7 +149,7 @@ class SessionIndex:
 
     def candidates(self, items: Ints, exclude: int) -> Ints:
         """Distinct records that recently took any of `items`, `exclude` left out."""
-        records = np.take(self.item_records, items, axis=0).ravel()
+        records = self.item_records.take(items, axis=0).ravel()
         records.sort()
         keep = run_firsts(records)  # distinct
         keep &= records >= 0  # empty ring places
