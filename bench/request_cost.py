@@ -11,7 +11,11 @@ lines of asyncio streams: it costs some µs a request, the same before and after
 change.
 
     python bench/request_cost.py --load-state FILE [--requests 4000] [--passes 3]
-        [--connections 8] [--path /v1/recommendations] [--quiet]
+        [--connections 8] [--path /v1/recommendations] [--http-only] [--quiet]
+
+--http-only answers every request with one list computed up front (the handler's
+`recommend` replaced), so that the figure is the HTTP path alone: middlewares,
+hooks, parameters, the JSON, metrics, aiohttp and the client.
 
 For instruction counts, which no other load changes: `valgrind --tool=callgrind
 python bench/request_cost.py --load-state FILE --requests N --passes 1 --quiet` with
@@ -32,10 +36,12 @@ from aiohttp import web
 from list_cost import load
 from services import free_port
 
+from recsrv import recommend as recommend_module
 from recsrv.app import build_app
 from recsrv.config import Config
 from recsrv.http.api import RUNTIME
-from recsrv.recommend import recommend
+from recsrv.model import Model
+from recsrv.recommend import RecList, recommend
 
 
 async def client(port: int, paths: list[str]) -> None:
@@ -64,8 +70,26 @@ async def drive(port: int, paths: list[str], connections: int) -> float:
     return (time.process_time() - started) / max(len(paths), 1) * 1e6
 
 
+def per_list(model: Model, sessions: list[str], passes: int) -> float:
+    """Process time of `recommend` alone, in µs per list: the minimum of `passes`."""
+    best = float("inf")
+    for _ in range(passes):
+        started = time.process_time()
+        for session in sessions:
+            recommend(model, session_id=session, k=10)
+        best = min(best, (time.process_time() - started) / max(len(sessions), 1))
+    return best * 1e6
+
+
+def answer_with(recs: RecList) -> None:
+    """Make the handlers' `recommend` answer `recs` whatever they ask (--http-only)."""
+    recommend_module.recommend = lambda *args, **kwargs: recs
+
+
 async def run(args: argparse.Namespace) -> None:
     model, live = load(args.load_state)
+    if args.http_only:
+        answer_with(recommend(model, session_id=live[0], k=10))
     workdir = Path(tempfile.mkdtemp(prefix="recsrv-request-cost-"))
     port = free_port()
     config = Config.from_mapping(
@@ -95,19 +119,13 @@ async def run(args: argparse.Namespace) -> None:
         best = float("inf")
         for _ in range(args.passes):
             best = min(best, await drive(port, paths, args.connections))
-        if args.quiet:
-            return
-        alone = float("inf")
-        for _ in range(args.passes):
-            started = time.process_time()
-            for session in sessions[: len(paths)]:
-                recommend(model, session_id=session, k=10)
-            taken = time.process_time() - started
-            alone = min(alone, taken / max(min(len(sessions), len(paths)), 1) * 1e6)
         print(
             f"{best:,.0f} µs per request ({len(paths):,} requests, {args.connections} "
-            f"connections); recommend alone {alone:,.0f} µs; the rest {best - alone:,.0f} µs"
+            f"connections{', one canned list' if args.http_only else ''})"
         )
+        if not args.quiet and not args.http_only:
+            alone = per_list(model, sessions[: len(paths)], args.passes)
+            print(f"recommend alone {alone:,.0f} µs; the rest {best - alone:,.0f} µs")
     finally:
         # The server's own empty model back, so that the checkpoint written at shutdown
         # is not the whole loaded state (seconds, and most of a callgrind run).
@@ -123,7 +141,8 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--path", default="/v1/recommendations")
-    parser.add_argument("--quiet", action="store_true", help="no timings (for callgrind)")
+    parser.add_argument("--http-only", action="store_true", help="one canned list")
+    parser.add_argument("--quiet", action="store_true", help="no recommend alone (callgrind)")
     asyncio.run(run(parser.parse_args()))
 
 
