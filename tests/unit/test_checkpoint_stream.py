@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import weakref
 from typing import Any
 
 import numpy as np
 import pytest
 
 from recsrv import checkpointer
-from recsrv.checkpointer import IN_FLIGHT, Encoding, capture, write
+from recsrv.checkpointer import IN_FLIGHT, Copying, Encoding, start_writing, write
 from recsrv.errors import StoreError
 from recsrv.state.snapshot import dump_state
 from recsrv.store import CheckpointHead, CheckpointInfo, ChunkStream
@@ -60,7 +61,6 @@ async def test_the_store_gets_every_chunk_and_the_totals() -> None:
     info = await write(store, HEAD, parts)  # type: ignore[arg-type]
     assert store.chunks == whole.chunks
     assert info == HEAD.finish(len(whole.chunks), whole.size, whole.sha256)
-    assert parts == []  # the list was emptied as the arrays were encoded
 
 
 async def test_the_encoder_runs_at_most_in_flight_ahead_of_a_slow_store() -> None:
@@ -104,14 +104,15 @@ async def test_the_metadata_is_not_known_before_the_last_chunk() -> None:
 
 
 async def test_the_lock_covers_only_the_copy() -> None:
-    """capture() returns copies: the live arrays may change at once, the checkpoint
-    holds what they were."""
+    """Copying makes copies: once it has finished (the lock let go), the live arrays may
+    change at once, and the checkpoint holds what they were."""
     model, _ = build()
     expected = encode(dump_state(model))
-    arrays = await capture(model)
+    copying = Copying(model)
+    await copying.finished()
     model.catalog.price[:] = -1.0  # an event after the lock was released
     store = MemoryStore()
-    info = await write(store, HEAD, arrays)  # type: ignore[arg-type]
+    info = await write(store, HEAD, copying.arrays())  # type: ignore[arg-type]
     assert store.chunks == expected.chunks
     assert (info.chunks, info.size, info.sha256) == (
         len(expected.chunks),
@@ -120,11 +121,23 @@ async def test_the_lock_covers_only_the_copy() -> None:
     )
 
 
-async def test_a_cancelled_capture_keeps_the_lock_until_the_copy_ends(
+async def test_each_copy_is_let_go_once_taken() -> None:
+    """The copies are held by no one but their taker: each can be freed once its bytes
+    are in chunks, not only at the end of the checkpoint."""
+    model, _ = build()
+    copying = Copying(model)
+    await copying.finished()
+    taking = copying.arrays()
+    first = weakref.ref(next(taking)[1])
+    next(taking)
+    assert first() is None
+
+
+async def test_a_cancelled_start_keeps_the_lock_until_the_copy_ends(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The copy reads the live arrays: cancelled (at shutdown, say), capture() still
-    returns only once the worker thread is done with them."""
+    """The copy reads the live arrays: cancelled (at shutdown, say), start_writing still
+    returns only once the worker thread is done with them, and the write is stopped."""
     model, _ = build()
     copying = threading.Event()
     done: list[str] = []
@@ -137,9 +150,12 @@ async def test_a_cancelled_capture_keeps_the_lock_until_the_copy_ends(
         done.append("copied")
 
     monkeypatch.setattr(checkpointer, "dump_state", dump_slowly)
-    task = asyncio.ensure_future(capture(model))
+    store = MemoryStore()
+    task = asyncio.ensure_future(start_writing(model, store))  # type: ignore[arg-type]
     await asyncio.to_thread(copying.wait, 5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert done == ["copied"]
+    assert store.info is None  # no checkpoint was completed
+    assert store.stream is None or store.stream._thread.done()
