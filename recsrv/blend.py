@@ -106,22 +106,23 @@ class Blend:
             [column for column, part in enumerate(parts) if len(part)],
             [len(part) for part in present],
         )
-        # Each row's cell in the candidates x components matrices, flat (np.put and
-        # np.take: faster than two-dimensional fancy indexing on these sizes).
+        # Each row's cell in the candidates x components matrices, flat (put and take,
+        # as methods: faster than two-dimensional fancy indexing on these sizes, and
+        # than numpy's function wrappers).
         cells = np.searchsorted(items, rows) * width + columns
         features = np.zeros((len(items), width), dtype=np.float64)
-        np.put(features, cells, np.concatenate([p.scores / p.scores.max() for p in present]))
+        features.put(cells, np.concatenate([p.scores / p.scores.max() for p in present]))
         # Which row filled each cell, for the reason of the cell that leads a candidate.
         row_of = np.zeros(len(items) * width, dtype=np.int64)
-        np.put(row_of, cells, np.arange(len(rows)))
+        row_of.put(cells, np.arange(len(rows)))
         weighted = features * self.weights
         leading = weighted.argmax(axis=1)
-        best = np.take(row_of, np.arange(0, len(items) * width, width) + leading)
+        best = row_of.take(np.arange(0, len(items) * width, width) + leading)
         return Blended(
             items,
             weighted.sum(axis=1),
-            np.take(np.concatenate([part.kinds for part in present]), best),
-            np.take(np.concatenate([part.sources for part in present]), best),
+            np.concatenate([part.kinds for part in present]).take(best),
+            np.concatenate([part.sources for part in present]).take(best),
             features,
         )
 

@@ -111,9 +111,9 @@ class Contributions:
         row_max = weights.max(axis=1)
         scale = np.divide(row_weights, row_max, out=np.zeros_like(row_max), where=row_max > 0)
         values = (weights * scale[:, None]).ravel()
-        filled = np.flatnonzero(values > 0.0)  # empty slots hold weight 0
-        sources = np.take(rows, filled // weights.shape[1])
-        self.add(np.take(ids, filled), np.take(values, filled), kind, sources)
+        filled = (values > 0.0).nonzero()[0]  # empty slots hold weight 0
+        sources = rows.take(filled // weights.shape[1])
+        self.add(ids.take(filled), values.take(filled), kind, sources)
 
     def add(
         self,
@@ -138,16 +138,16 @@ class Contributions:
         # A stable sort groups each candidate's contributions, in the order added.
         order, grouped = stable_order(items)
         first = run_firsts(grouped)
-        starts = np.flatnonzero(first)
-        grouped_values = np.take(values, order)
+        starts = first.nonzero()[0]
+        grouped_values = values.take(order)
         group_max = np.maximum.reduceat(grouped_values, starts)
         group = np.cumsum(first) - 1
         # The first contribution of each group that equals the group's maximum.
-        at_max = np.flatnonzero(grouped_values == np.take(group_max, group))
-        best = np.take(order, at_max[run_starts(np.take(group, at_max))])
+        at_max = (grouped_values == group_max.take(group)).nonzero()[0]
+        best = order.take(at_max[run_starts(group.take(at_max))])
         return Scores(
-            np.take(grouped, starts),
+            grouped.take(starts),
             np.add.reduceat(grouped_values, starts),
-            np.take(np.concatenate(self._kinds), best),
-            np.take(np.concatenate(self._sources), best).astype(np.int64, copy=False),
+            np.concatenate(self._kinds).take(best),
+            np.concatenate(self._sources).take(best).astype(np.int64, copy=False),
         )
