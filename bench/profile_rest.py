@@ -25,10 +25,9 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 from rest import LUA, Shop, batches, history, wrk
-from services import free_port
+from services import embedded_config, free_port
 
 from recsrv.app import build_app
-from recsrv.config import Config
 from recsrv.http.api import RUNTIME
 
 
@@ -54,16 +53,7 @@ async def feed(runtime: object, shop: Shop, sessions: list[str], rate: float) ->
 async def run(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="recsrv-profile-rest-"))
     port = free_port()
-    config = Config.from_mapping(
-        {},
-        {
-            "RECSRV_SERVER__PORT": str(port),
-            "RECSRV_STORE__URL": f"file://{workdir / 'state'}",
-            "RECSRV_STORE__CHECKPOINT_INTERVAL_S": "3600",
-            "RECSRV_LOG__LEVEL": "warning",
-        },
-    )
-    app = build_app(config)
+    app = build_app(embedded_config(workdir, port))
     runtime = app[RUNTIME]
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -34,11 +34,10 @@ from pathlib import Path
 
 from aiohttp import web
 from list_cost import load
-from services import free_port
+from services import embedded_config, free_port
 
 from recsrv import recommend as recommend_module
 from recsrv.app import build_app
-from recsrv.config import Config
 from recsrv.http.api import RUNTIME
 from recsrv.model import Model
 from recsrv.recommend import RecList, recommend
@@ -92,16 +91,7 @@ async def run(args: argparse.Namespace) -> None:
         answer_with(recommend(model, session_id=live[0], k=10))
     workdir = Path(tempfile.mkdtemp(prefix="recsrv-request-cost-"))
     port = free_port()
-    config = Config.from_mapping(
-        {},
-        {
-            "RECSRV_SERVER__PORT": str(port),
-            "RECSRV_STORE__URL": f"file://{workdir / 'state'}",
-            "RECSRV_STORE__CHECKPOINT_INTERVAL_S": "3600",
-            "RECSRV_LOG__LEVEL": "warning",
-        },
-    )
-    app = build_app(config)
+    app = build_app(embedded_config(workdir, port))
     runtime = app[RUNTIME]
     empty = runtime.model
     runner = web.AppRunner(app, access_log=None)

@@ -18,6 +18,8 @@ from typing import Any
 import aio_pika
 import orjson
 
+from recsrv.config import Config
+
 AMQP_URL = os.environ.get("RECSRV_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
@@ -43,6 +45,21 @@ async def delete_broker_objects(env: dict[str, str]) -> None:
             await channel.queue_delete(env[queue])
         for exchange in ("RECSRV_BROKER__EXCHANGE", "RECSRV_BROKER__INVALID_EXCHANGE"):
             await channel.exchange_delete(env[exchange])
+
+
+def embedded_config(workdir: Path, port: int) -> Config:
+    """A server on `port` with the in-process log and a file store under `workdir`,
+    that checkpoints only when asked and logs only warnings: for benchmarks that drive
+    the app in process."""
+    return Config.from_mapping(
+        {},
+        {
+            "RECSRV_SERVER__PORT": str(port),
+            "RECSRV_STORE__URL": f"file://{workdir / 'state'}",
+            "RECSRV_STORE__CHECKPOINT_INTERVAL_S": "3600",
+            "RECSRV_LOG__LEVEL": "warning",
+        },
+    )
 
 
 def free_port() -> int:
