@@ -60,10 +60,9 @@ class Copying:
     until `finished` returns; `arrays` hands each copy over as soon as it is made (to
     the encoder's thread), so that the write need not wait for the whole copy."""
 
-    _END: Final = "end"
-
     def __init__(self, model: Model) -> None:
-        self._copies: queue.SimpleQueue[Named | BaseException | str] = queue.SimpleQueue()
+        # Each copy in order, then None at the end, or what stopped the copy.
+        self._copies: queue.SimpleQueue[Named | BaseException | None] = queue.SimpleQueue()
         self._thread = asyncio.ensure_future(asyncio.to_thread(self._copy, model))
 
     def _copy(self, model: Model) -> None:
@@ -73,16 +72,16 @@ class Copying:
         except BaseException as exc:  # handed to whoever takes the copies, and raised here
             self._copies.put(exc)
             raise
-        self._copies.put(self._END)
+        self._copies.put(None)
 
     def arrays(self) -> Iterator[Named]:
         """The copies in order, each once, waiting for the next (for a worker thread)."""
         while True:
             taken = self._copies.get()
+            if taken is None:
+                return
             if isinstance(taken, BaseException):
                 raise taken
-            if isinstance(taken, str):
-                return
             yield taken
             del taken  # not held while waiting for the next: the encoder lets each go
 
