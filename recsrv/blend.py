@@ -5,27 +5,37 @@ divided by its own maximum (so that a weight, not a scale, says how much it coun
 and scores every candidate by the weighted sum; the reason of a candidate is that of
 the component that contributed most to it.
 
-`learn` is called before the event it learns from is applied (prequential): it
-returns the rank the blend gave the item the shopper chose, and keeps the event in a
-sample of the last SAMPLE measured events (the features of the best CANDIDATES other
-candidates and of the chosen item). Every SEARCH_EVERY events it tries weights around
-the current ones on that sample: each weight multiplied or divided by exp(STEP) or
-exp(3 STEP), one at a time, and each component active in most sampled events leading
-alone, at each weight of LEADS. It moves MOVE of the way to the trial with the best
-HR@20 + MRR@20 if that wins at least one more hit than the current weights (less is
-noise). The search
-optimises the metric itself rather than a surrogate loss, over a handful of
-parameters, on what this shop's shoppers did lately; it needs no offline tuning.
-(Exponentiated gradient on a pairwise ranking loss was tried first: it drifted weight
-to components silent on most candidates and ended near uniform.) Weights stay on the
-simplex and above FLOOR, so a component that comes back into play can regain weight.
-Deterministic: a function of the events applied. Owns no scoring formula.
+`learn` is called before the event it learns from is applied (prequential). It
+returns the rank the served weights gave the item the shopper chose, and scores the
+same choice under every one of a fixed set of weightings, the experts, in one matrix
+product: every weighting on a grid of the simplex in steps of 1/GRID, each component
+leading alone at each weight of LEADS, and the prior. Each expert keeps an
+exponential average of its HR@20 + MRR@20 over about the last HORIZON measured
+events, and the served weights are the Hedge mixture of the experts: each counts
+exp(ETA x (its average - the best average)). So every measured event judges every
+expert once, on the model as it was at that moment, and the weights follow the
+weightings that have ranked this shop's choices best lately; weightings that are all
+about as good share the lead instead of taking turns.
+
+(Until 2026-11-30 a hill climber kept the last 256 measured events and, every 8,
+moved a quarter of the way toward the best of some 30 trials around the current
+weights. Picking the best of 30 on 256 events mostly picked noise: its weights swung
+from one corner of the simplex to another throughout a replay, and where they ended
+depended on the order of the events. On MovieLens in file order they ended far from
+the weightings that ranked best (HR@20 .258 against .276 for the time order's final
+weights, fixed); docs/quality.md has the figures of both.)
+
+Ranks are counted among the best CONTENDERS candidates of each component and the
+chosen item: a candidate in no component's top CONTENDERS can hardly reach an
+expert's top 20, and the product stays at most 5 x CONTENDERS + 1 rows by the
+experts. Deterministic: a function of the events applied. Owns no scoring formula.
 
 Pure code: numpy only.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -34,7 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from recsrv.scoring import NO_ITEMS, Scores
-from recsrv.state.items import run_firsts, top_k
+from recsrv.state.items import run_firsts
 
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
@@ -44,25 +54,20 @@ Floats = npt.NDArray[np.float64]
 PRIOR: Final = (0.35, 0.25, 0.2, 0.15, 0.05)
 FLOOR: Final = 0.001
 K: Final = 20
-SAMPLE: Final = 256
-CANDIDATES: Final = 48
-SEARCH_EVERY: Final = 8
-MIN_SAMPLE: Final = 32
-STEP: Final = 0.4
-# The weights of the leading component in the trials where one leads alone: 0.9 lets
-# the others reorder what it scores within 10% of its best, 0.97 only near-ties. With
-# 0.97 as well, file-order HR@20 / MRR@20 rose on every set tried (MovieLens .229/.059
-# to .244/.062, the Diginetica-like clickstream .722/.408 to .727/.415); 0.99 instead
-# of 0.97 gave less.
+# Steps of the experts' grid: 1/8, 495 weightings of five components. 1/10 (1,001)
+# cost twice as much per measured event and ranked no better on docs/quality.md.
+GRID: Final = 8
+# Besides the grid, each component leading alone at these weights, the others sharing
+# the rest: at 0.97 the others only break near-ties of the leader.
 LEADS: Final = (0.9, 0.97)
-# How far the weights go toward a winning trial. A quarter of the way: a trial that
-# keeps winning is reached within a few searches, while one that wins once on the noisy
-# sample no longer flips the blend from one corner to another. Moving all the way, the
-# weights ended in a different corner for each event order and each small change of
-# the model; a quarter raised HR@20 + MRR@20 on 10 of the 13 rows of docs/quality.md
-# (MovieLens in time order .274/.074 to .291/.080, Instacart anonymous .356/.118 to
-# .377/.131) and lowered it on two (MovieLens in u.data order .244/.062 to .233/.061).
-MOVE: Final = 0.25
+# Measured events an expert's average mostly covers; 500 followed the noise more, and
+# tracked worse on the synthetic sets.
+HORIZON: Final = 1000
+# How sharply the mixture favours the best experts: an average 0.005 below the best
+# (HR@20 + MRR@20) counts e^-3 as much. At 200 the mixture spread weight over
+# components that change nothing and lost MRR@20 on the sequential streams.
+ETA: Final = 600.0
+CONTENDERS: Final = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,18 +83,16 @@ class Blended:
 
 
 class Blend:
-    ARRAYS: Final = ("weights", "features", "valid", "counters")
+    ARRAYS: Final = ("weights", "quality", "counters")
 
     def __init__(self, components: int = len(PRIOR)) -> None:
         prior = np.array(PRIOR[:components], dtype=np.float64)
         self.weights = prior / prior.sum()
-        # The sample: per measured event, CANDIDATES rows of other candidates (valid
-        # marks the real ones) and the chosen item's row last.
-        self.features = np.zeros((SAMPLE, CANDIDATES + 1, components), dtype=np.float32)
-        self.valid = np.zeros((SAMPLE, CANDIDATES), dtype=np.bool_)
-        self.filled = 0
-        self.position = 0
-        self.since_search = 0
+        self.experts = _experts(self.weights)
+        self._experts_t = np.ascontiguousarray(self.experts.T)
+        # Per expert: exponential average of HR@20 + MRR@20 on the measured events.
+        self.quality = np.zeros(len(self.experts), dtype=np.float64)
+        self.measured = 0
 
     def combine(self, parts: Sequence[Scores]) -> Blended:
         """The union of the components' candidates, scored by the weighted sum."""
@@ -128,73 +131,74 @@ class Blend:
 
     def learn(self, blended: Blended, eligible: npt.NDArray[np.bool_], target: int) -> int:
         """Rank (1-based, among eligible candidates) that the blend gives `target`, 0 if it
-        is not a candidate; a candidate target joins the sample, and the weights may move."""
+        is not a candidate; a candidate target is ranked by every expert too, and the
+        weights follow the experts' averages."""
         at = int(np.searchsorted(blended.items, target))
         if at >= len(blended.items) or blended.items[at] != target:
             return 0
         scores = np.where(eligible, blended.scores, -np.inf)
         scores[at] = -np.inf
         rank = 1 + int(np.count_nonzero(scores > blended.scores[at]))
-        others = top_k(scores, CANDIDATES)
-        row = self.position
-        self.features[row] = 0.0
-        self.features[row, : len(others)] = blended.features[others]
-        self.features[row, CANDIDATES] = blended.features[at]
-        self.valid[row] = False
-        self.valid[row, : len(others)] = True
-        self.position = (row + 1) % SAMPLE
-        self.filled = min(self.filled + 1, SAMPLE)
-        self.since_search += 1
-        if self.since_search >= SEARCH_EVERY and self.filled >= MIN_SAMPLE:
-            self.since_search = 0
-            self._search()
+        features, rivals = _contenders(blended.features, eligible, at)
+        trials = features @ self._experts_t  # rows x experts; the chosen item last
+        above = (trials[:-1] > trials[-1]) & rivals[:, None]
+        ranks = 1 + np.count_nonzero(above, axis=0)
+        hit = ranks <= K
+        self.measured += 1
+        # Plain means until HORIZON measured events, then an exponential average.
+        alpha = max(1.0 / self.measured, 1.0 / HORIZON)
+        self.quality += alpha * (hit + np.where(hit, 1.0 / ranks, 0.0) - self.quality)
+        mixture = np.exp(ETA * (self.quality - self.quality.max()))
+        weights = mixture @ self.experts
+        self.weights = weights / weights.sum()
         return rank
 
-    def _search(self) -> None:
-        """Move to the best of the current weights and the trials around them."""
-        count = len(self.weights)
-        features = self.features[: self.filled].astype(np.float64)
-        # Each weight times or divided by e^STEP, and by e^(3 STEP) to leave a corner.
-        moves = np.concatenate((np.eye(count), -np.eye(count)))
-        steps = np.exp(np.concatenate((STEP * moves, 3.0 * STEP * moves)))
-        # Also each component leading alone, the others breaking its ties: a shop whose
-        # signal is one component's gets there in one move, not in many small ones.
-        # Only a component that scores candidates in most of the sample's events: one
-        # that is mostly silent (a user history in a mostly anonymous shop) would
-        # "lead" by leaving the order to the others.
-        active = (features.max(axis=1) > 0.0).mean(axis=0) >= 0.5
-        leading = np.vstack([_leading(count, lead)[active] for lead in LEADS])
-        trials = np.vstack((self.weights, self.weights * steps, leading))
-        trials = np.maximum(trials / trials.sum(axis=1, keepdims=True), FLOOR)
-        trials /= trials.sum(axis=1, keepdims=True)
-        scores = features @ trials.T  # events x rows x trials
-        chosen = scores[:, CANDIDATES, :]
-        valid = self.valid[: self.filled, :, None]
-        above = (scores[:, :CANDIDATES, :] > chosen[:, None, :]) & valid
-        rank = 1 + above.sum(axis=1)
-        hit = rank <= K
-        quality = hit.mean(axis=0) + np.where(hit, 1.0 / rank, 0.0).mean(axis=0)
-        best = int(np.argmax(quality))
-        # A move must win at least one more hit on the sample: noise moves nothing.
-        if quality[best] - quality[0] >= 1.0 / self.filled:
-            moved = (1.0 - MOVE) * self.weights + MOVE * trials[best]
-            self.weights = moved / moved.sum()
-
     def to_arrays(self) -> dict[str, npt.NDArray[Any]]:
-        counters = np.array([self.filled, self.position, self.since_search], dtype=np.int64)
         return {
             "weights": self.weights,
-            "features": self.features,
-            "valid": self.valid,
-            "counters": counters,
+            "quality": self.quality,
+            "counters": np.array([self.measured], dtype=np.int64),
         }
 
     def restore(self, arrays: Mapping[str, npt.NDArray[Any]]) -> None:
         """Take over what to_arrays gave (the same number of components)."""
         self.weights = arrays["weights"].astype(np.float64)
-        self.features[:] = arrays["features"]
-        self.valid[:] = arrays["valid"]
-        self.filled, self.position, self.since_search = (int(v) for v in arrays["counters"])
+        self.quality = arrays["quality"].astype(np.float64)
+        self.measured = int(arrays["counters"][0])
+
+
+def _contenders(
+    features: Floats, eligible: npt.NDArray[np.bool_], at: int
+) -> tuple[Floats, npt.NDArray[np.bool_]]:
+    """The rows the experts rank: the eligible candidates among the best CONTENDERS of
+    each component, then the chosen item's row (`at`) last; and which of the rows before
+    it are rivals (eligible, not the chosen item)."""
+    rivals = eligible.copy()
+    rivals[at] = False
+    if len(features) > CONTENDERS:
+        best = np.argpartition(-features, CONTENDERS, axis=0)[:CONTENDERS]
+        kept = np.zeros(len(features), dtype=np.bool_)
+        kept[best.ravel()] = True
+        kept &= rivals
+        rows = kept.nonzero()[0]
+        return np.vstack((features[rows], features[at])), np.ones(len(rows), dtype=np.bool_)
+    return np.vstack((features, features[at])), rivals
+
+
+def _experts(prior: Floats) -> Floats:
+    """The prior, every weighting on the simplex grid of step 1/GRID, and each component
+    leading at each of LEADS; none below FLOOR, each summing to 1."""
+    count = len(prior)
+    rows = [prior]
+    # Stars and bars: GRID steps shared among `count` components.
+    for bars in itertools.combinations(range(GRID + count - 1), count - 1):
+        shares = np.diff(np.array((-1, *bars, GRID + count - 1))) - 1
+        rows.append(shares / GRID)
+    for lead in LEADS:
+        rows.extend(_leading(count, lead))
+    experts = np.maximum(np.array(rows, dtype=np.float64), FLOOR)
+    normalised: Floats = experts / experts.sum(axis=1, keepdims=True)
+    return normalised
 
 
 def _leading(count: int, lead: float) -> Floats:

@@ -4,8 +4,8 @@ dump_state yields (name, array) pairs; load_state rebuilds an equal Model from t
 No I/O here: the checkpoint store writes and reads the arrays. Every array is plain
 numeric, or uint8 holding orjson; nothing is ever pickled.
 
-Layout, STATE_FORMAT 2 (bump it when any of this changes, popularity.LEADERS and the
-blend's sample size included).
+Layout, STATE_FORMAT 3 (bump it when any of this changes, popularity.LEADERS and the
+blend's experts included).
 Numeric arrays hold only the used rows: `[:n]` for the n items, `[:s]` for the s
 session slots ever used.
 
@@ -20,8 +20,8 @@ session slots ever used.
     sessions.capacity         .next_sweep
     session_index.<name>      items lengths last_ts serials (every record), next_serial,
                               item_records item_heads item_sessions         [:n]
-    blend.<name>              weights, the prequential sample (features valid) and
-                              its counters
+    blend.<name>              weights, quality (each expert's average) and
+                              counters (measured events)
     prequential.state         countdown, predictions, hits, reciprocal sum, recent HR/MRR
     items.ids.K               item ids, in index order
     catalog.categories.K      category names, in code order
@@ -73,7 +73,7 @@ from recsrv.state.catalog import Catalog
 from recsrv.state.decay import ExpScale
 from recsrv.state.sessions import Sessions
 
-STATE_FORMAT: Final = 2
+STATE_FORMAT: Final = 3
 
 # Most entries per orjson piece: 25,000 ids encode in about 1 ms here, a piece of
 # 2,500 profiles (BATCH // 10 dicts, with their ~5,000 items) in about 2 ms.

@@ -1,10 +1,10 @@
-"""The blend: combining components, its weight search, and the prequential measure."""
+"""The blend: combining components, learning its weights, and the prequential measure."""
 
 import numpy as np
 import pytest
 
 from recsrv import blend as blend_module
-from recsrv.blend import Blend
+from recsrv.blend import PRIOR, Blend
 from recsrv.prequential import WARM_UP, Prequential
 from recsrv.scoring import BOUGHT_BEFORE, FOLLOWS, SIMILAR_SESSIONS, Scores
 
@@ -53,74 +53,115 @@ def test_learn_ranks_the_chosen_item_among_eligible_candidates_only() -> None:
     # Blended: 1 → 0.5, 2 → 0.333, 3 → 0.167, 9 → 0.5 (a tie with 1 ranks it first).
     eligible = np.array([False, True, True, True])  # 1 is in the cart: not a rival
     assert blend.learn(combined, eligible, target=3) == 3
-    assert blend.learn(combined, np.ones(4, dtype=np.bool_), target=9) == 1
+    before = blend.to_arrays()
     assert blend.learn(combined, np.ones(4, dtype=np.bool_), target=42) == 0  # not a candidate
-    assert blend.filled == 2  # a target that is no candidate teaches nothing
+    # A target that is no candidate teaches nothing.
+    assert blend.measured == 1
+    for name, array in blend.to_arrays().items():
+        assert np.array_equal(array, before[name]), name
 
 
-def test_the_search_finds_the_component_that_ranks_what_shoppers_choose() -> None:
-    """Component 0 puts the chosen item first, component 1 mostly below others: the
-    weights move to component 0, one search step at a time, until the chosen items
-    rank first (then the sample cannot tell better weights apart, and they stay)."""
+def test_the_prior_is_served_until_a_choice_is_measured() -> None:
+    blend = Blend()
+    assert blend.weights.tolist() == pytest.approx([p / sum(PRIOR) for p in PRIOR])
+    # 495 grid weightings of 5 components, 2 x 5 leaders, the prior.
+    assert blend.experts.shape == (495 + 10 + 1, 5)
+    assert blend.experts.sum(axis=1) == pytest.approx(np.ones(len(blend.experts)))
+    assert blend.experts.min() >= blend_module.FLOOR * 0.99
+
+
+def chosen_first_by(component: int, rng: np.random.Generator) -> tuple[list[Scores], int]:
+    """Ten candidates: `component` scores the chosen item above the others, the other
+    component scores it mostly below them."""
+    items = rng.permutation(np.arange(100))[:10]
+    ordered = np.sort(items)
+    target = int(items[0])
+    good = np.where(ordered == target, 2.0, 1.0)
+    bad = rng.random(10) + np.where(ordered == target, 0.0, 0.5)
+    parts = [
+        Scores(ordered, values, np.zeros(10, np.int64), np.full(10, -1, np.int64))
+        for values in ((good, bad) if component == 0 else (bad, good))
+    ]
+    return parts, target
+
+
+def test_the_weights_move_to_the_component_that_ranks_what_shoppers_choose() -> None:
     blend = Blend(components=2)
     blend.weights = np.array([0.2, 0.8])
     rng = np.random.default_rng(5)
     ranks = []
     for _ in range(200):
-        items = rng.permutation(np.arange(100))[:10]
-        good = scores(sorted(items.tolist()), [1.0] * 10, SIMILAR_SESSIONS)
-        target = int(items[0])
-        good_values = np.where(good.items == target, 2.0, 1.0)
-        good = Scores(good.items, good_values, good.kinds, good.sources)
-        bad_values = rng.random(10) + np.where(good.items == target, 0.0, 0.5)
-        bad = Scores(good.items, bad_values, good.kinds, good.sources)
-        combined = blend.combine([good, bad])
-        ranks.append(blend.learn(combined, np.ones(10, dtype=np.bool_), target))
-    assert np.mean(np.array(ranks[:20]) == 1) < 0.5  # the prior weights get it wrong
+        parts, target = chosen_first_by(0, rng)
+        ranks.append(blend.learn(blend.combine(parts), np.ones(10, dtype=np.bool_), target))
+    assert np.mean(np.array(ranks[:1]) == 1) < 0.5  # the weights it started with get it wrong
     assert ranks[-50:] == [1] * 50
-    assert blend.weights[0] > 0.6
+    assert blend.weights[0] > 0.8
     assert blend.weights.sum() == pytest.approx(1.0)
-    assert blend.weights.min() >= blend_module.FLOOR * 0.99
+
+
+def test_the_weights_follow_a_stream_that_changes() -> None:
+    """Component 0 is right for a while, then component 1: within about HORIZON
+    measured events the weights have moved over."""
+    blend = Blend(components=2)
+    rng = np.random.default_rng(7)
+    for _ in range(blend_module.HORIZON):
+        parts, target = chosen_first_by(0, rng)
+        blend.learn(blend.combine(parts), np.ones(10, dtype=np.bool_), target)
+    assert blend.weights[0] > 0.8
+    ranks = []
+    for _ in range(blend_module.HORIZON):
+        parts, target = chosen_first_by(1, rng)
+        ranks.append(blend.learn(blend.combine(parts), np.ones(10, dtype=np.bool_), target))
+    assert np.mean(np.array(ranks[:10]) == 1) < 0.5
+    assert ranks[-50:] == [1] * 50
+    assert blend.weights[1] > 0.7
 
 
 def test_a_component_can_lead_so_far_that_the_others_only_break_near_ties() -> None:
     """Component 0 ranks the chosen item first and a rival a close second; component 1
-    scores only the rival. Leading at 0.9 still leaves the rival ahead
-    (0.9 x 0.95 + 0.1 > 0.9), and so does every step around the prior; leading at 0.97
-    ranks the chosen item first (0.97 > 0.97 x 0.95 + 0.03). The weights go a quarter
-    of the way there per search, and stop once the chosen item comes first (above
-    0.95 / 0.05 + 0.95 ≈ 0.952)."""
+    scores only the rival. Only the weightings with component 1 below 0.05 of component
+    0 rank the chosen item first (the grid's corner, and leading at 0.97; leading at 0.9
+    gives 0.9 x 0.95 + 0.1 > 0.9), and the mixture goes to them."""
     blend = Blend(components=2)
     ranks = []
-    for _ in range(blend_module.MIN_SAMPLE + 16 * blend_module.SEARCH_EVERY):
+    for _ in range(50):
         first = scores([1, 2], [1.0, 0.95], SIMILAR_SESSIONS)
         second = scores([2], [1.0], FOLLOWS)
         ranks.append(blend.learn(blend.combine([first, second]), np.ones(2, np.bool_), 1))
-    assert ranks[0] == 2 and ranks[-blend_module.SEARCH_EVERY :] == [1] * blend_module.SEARCH_EVERY
-    assert 0.952 < blend.weights[0] < 0.97
+    assert ranks[0] == 2 and ranks[-10:] == [1] * 10
+    assert blend.weights[1] < 0.05 * blend.weights[0]
 
 
-def test_a_search_moves_a_quarter_of_the_way_to_the_winning_trial() -> None:
-    """The same stream: the first search finds that leading at 0.97 wins, and the
-    weights move MOVE of the way from the prior toward it, not all the way."""
+def test_weightings_that_are_as_good_share_the_lead() -> None:
+    """Both components put the chosen item first: every weighting ranks it first, so
+    none leads and the mixture is their mean, not one corner or the other."""
     blend = Blend(components=2)
-    prior = blend.weights.copy()
-    for _ in range(blend_module.MIN_SAMPLE):
-        first = scores([1, 2], [1.0, 0.95], SIMILAR_SESSIONS)
-        second = scores([2], [1.0], FOLLOWS)
-        blend.learn(blend.combine([first, second]), np.ones(2, np.bool_), 1)
-    assert blend_module.MOVE == 0.25
-    expected = prior + 0.25 * (np.array([0.97, 0.03]) - prior)
-    assert blend.weights.tolist() == pytest.approx(expected.tolist())
+    for _ in range(100):
+        parts = [scores([1, 2, 3], [3.0, 2.0, 1.0], SIMILAR_SESSIONS)] * 2
+        assert blend.learn(blend.combine(parts), np.ones(3, np.bool_), 1) == 1
+    assert blend.weights.tolist() == pytest.approx(blend.experts.mean(axis=0).tolist())
+    assert blend.weights.tolist() == pytest.approx([0.5, 0.5], abs=0.05)
 
 
-def test_the_weights_stay_put_while_the_sample_is_too_small() -> None:
-    blend = Blend(components=2)
-    before = blend.weights.copy()
-    combined = blend.combine([scores([1, 2], [1.0, 2.0], FOLLOWS), scores([1], [1.0], FOLLOWS)])
-    for _ in range(blend_module.MIN_SAMPLE - 1):
-        blend.learn(combined, np.ones(2, dtype=np.bool_), target=1)
-    assert np.array_equal(blend.weights, before)
+def test_the_experts_rank_among_each_components_best_contenders() -> None:
+    """With more than CONTENDERS candidates, the rows ranked are the eligible ones among
+    each component's best CONTENDERS, and the chosen item last."""
+    count = blend_module.CONTENDERS + 10
+    features = np.zeros((count, 2))
+    features[:, 0] = np.arange(count)  # component 0 prefers the last rows
+    features[:, 1] = np.arange(count)[::-1]  # component 1 the first
+    eligible = np.ones(count, dtype=np.bool_)
+    eligible[count - 1] = False  # in the cart
+    rows, rivals = blend_module._contenders(features, eligible, at=20)
+    # Component 0's best: rows 10..39; component 1's: rows 0..29; so all but none,
+    # less the cart's row 39 and the chosen row 20, which comes last.
+    expected = [r for r in range(count) if r not in (20, count - 1)]
+    assert rows[:-1, 0].tolist() == features[expected, 0].tolist()
+    assert rows[-1].tolist() == features[20].tolist()
+    assert rivals.all() and len(rivals) == len(expected)
+    few, few_rivals = blend_module._contenders(features[:5], eligible[:5], at=2)
+    assert few[-1].tolist() == features[2].tolist()
+    assert few_rivals.tolist() == [True, True, False, True, True]
 
 
 def test_the_blend_state_round_trips() -> None:
@@ -132,6 +173,10 @@ def test_the_blend_state_round_trips() -> None:
     copy.restore(blend.to_arrays())
     for name, array in blend.to_arrays().items():
         assert np.array_equal(array, copy.to_arrays()[name]), name
+    # And it learns on alike from there.
+    for learner in (blend, copy):
+        learner.learn(combined, np.ones(2, dtype=np.bool_), target=2)
+    assert np.array_equal(blend.weights, copy.weights)
 
 
 def test_prequential_measures_every_event_while_warming_up_then_one_in_every() -> None:

@@ -176,7 +176,7 @@ async def test_blend_weights_and_prequential_quality_are_read_at_scrape(tmp_path
         await runtime.consumer.apply(message)
     report = runtime.model.blend_report()
     del report["every"]
-    # Enough measured events for the blend to have searched and moved off its prior.
+    # Enough measured events for the blend to have moved off its prior.
     assert report["predictions"] > 64
     assert report["weights"] != before["weights"]
     assert 0 < report["hr"] < 1 and 0 < report["mrr"] < report["hr"]

@@ -469,7 +469,8 @@ def test_another_format_version_is_refused() -> None:
     meta = orjson.loads(arrays["meta"].tobytes())
     meta["format"] = STATE_FORMAT + 1
     arrays["meta"] = np.frombuffer(orjson.dumps(meta), dtype=np.uint8)
-    with pytest.raises(SnapshotMismatch, match="format is 3 in it, 2 here"):
+    refused = f"format is {STATE_FORMAT + 1} in it, {STATE_FORMAT} here"
+    with pytest.raises(SnapshotMismatch, match=refused):
         load_state(arrays, ModelConfig(), SessionsConfig())
 
 
