@@ -37,7 +37,7 @@ from recsrv.store.files import FileStore
 from recsrv.store.mongo import MongoStore
 from tests.unit.test_snapshot import MODEL, SESSIONS, build, feed, later_events, state_of
 
-SMALL_CHUNK = 16 * 1024  # the ~1 MB test state in about 60 chunks
+SMALL_CHUNK = 8 * 1024  # the ~0.7 MB test state in about 90 chunks
 
 
 @pytest.fixture(autouse=True)
