@@ -203,6 +203,6 @@ def _experts(prior: Floats) -> Floats:
 
 
 def _leading(count: int, lead: float) -> Floats:
-    """One trial per component: it weighs `lead`, the others share the rest equally."""
+    """One weighting per component: it weighs `lead`, the others share the rest equally."""
     rest = (1.0 - lead) / max(count - 1, 1)
     return np.full((count, count), rest) + np.eye(count) * (lead - rest)
