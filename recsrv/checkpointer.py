@@ -3,10 +3,12 @@
 A checkpoint is taken between two messages: under the consumer's lock (no event is
 half applied, none is applied meanwhile) a worker thread copies the state's arrays
 (`Copying`), which takes a fraction of the time encoding them would, and the lock is
-released once the last is copied. Meanwhile, from the first copy on, a worker thread
-cuts the copies into chunks while the store writes the chunks already made, at most
-IN_FLIGHT chunks behind the encoder (`write`): the write starts with the first array
-instead of after the whole copy, and each copy and chunk is let go once written.
+released once the last is copied. Only then does a worker thread cut the copies into
+chunks while the store writes the chunks already made, at most IN_FLIGHT chunks behind
+the encoder (`write`), letting each copy go once written. Encoding beside the copy
+started the write earlier, but three threads then took turns at the GIL and the event
+loop lost the race several times in a row: the copy's stalls tripled (14-22 ms against
+5 ms on a 200,000-session state) and the copy itself took longer (bench/notes.md, P6).
 Reads keep being served throughout. When the store fails, the state lives on in
 memory, the failure is logged once per outage, reported in /readyz and in metrics, and
 the checkpoint is retried with back-off.
@@ -57,8 +59,8 @@ def new_head(model: Model) -> CheckpointHead:
 class Copying:
     """The model's state as arrays of its own, which no later event changes, copied one
     by one by a worker thread. Started under the consumer's lock, which must be held
-    until `finished` returns; `arrays` hands each copy over as soon as it is made (to
-    the encoder's thread), so that the write need not wait for the whole copy."""
+    until `finished` returns; `arrays` then hands each copy over once (to the encoder's
+    thread), so that each can be let go once written."""
 
     def __init__(self, model: Model) -> None:
         # Each copy in order, then None at the end, or what stopped the copy.
@@ -97,18 +99,12 @@ class Copying:
 
 async def start_writing(model: Model, store: CheckpointStore) -> asyncio.Task[CheckpointInfo]:
     """Start a checkpoint of `model` as it is now, and return once its state is copied
-    (the caller holds the consumer's lock until then). The write, which the returned
-    task goes on with from the copies, started with the first of them."""
+    (the caller holds the consumer's lock until then) with the task that writes the
+    copies. Nothing is encoded during the copy: see the module's docstring."""
     head = new_head(model)
     copying = Copying(model)
-    writing = asyncio.ensure_future(write(store, head, copying.arrays()))
-    try:
-        await copying.finished()
-    except BaseException:
-        writing.cancel()
-        await asyncio.wait([writing])
-        raise
-    return writing
+    await copying.finished()
+    return asyncio.ensure_future(write(store, head, copying.arrays()))
 
 
 async def write(

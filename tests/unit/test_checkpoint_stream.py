@@ -137,7 +137,7 @@ async def test_a_cancelled_start_keeps_the_lock_until_the_copy_ends(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The copy reads the live arrays: cancelled (at shutdown, say), start_writing still
-    returns only once the worker thread is done with them, and the write is stopped."""
+    returns only once the worker thread is done with them, and nothing is written."""
     model, _ = build()
     copying = threading.Event()
     done: list[str] = []
@@ -158,8 +158,5 @@ async def test_a_cancelled_start_keeps_the_lock_until_the_copy_ends(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert done == ["copied"]
-    # The write, under way since the first copy, was stopped and waited for; had it
-    # ended before the cancellation reached it, the checkpoint would be whole.
-    assert store.stream is None or store.stream._thread.done()
-    if store.info is not None:
-        assert store.chunks == encode(dump_state(model)).chunks
+    # Nothing was written: the write starts only once the copy is done.
+    assert store.stream is None and store.chunks == []
