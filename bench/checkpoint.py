@@ -115,7 +115,7 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def loop_thread_faults() -> int:
+def thread_faults() -> int:
     """Minor page faults of the calling thread so far."""
     return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
 
@@ -137,14 +137,14 @@ class LoopLag:
     async def _tick(self) -> None:
         while True:
             before = time.perf_counter()
-            faults = loop_thread_faults()
+            faults = thread_faults()
             phase = self.phase
             await asyncio.sleep(0.001)
             lag = time.perf_counter() - before - 0.001
             if lag > self.worst:
                 # Page faults taken by the loop's own thread during its longest stall: a
                 # stall spent touching fresh memory shows here, a wait for the GIL not.
-                self.faults_at_worst = loop_thread_faults() - faults
+                self.faults_at_worst = thread_faults() - faults
             self.by_phase[phase] = max(self.by_phase.get(phase, 0.0), lag)
 
     def __enter__(self) -> LoopLag:

@@ -17,10 +17,10 @@ the checkpoint is retried with back-off.
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
@@ -63,29 +63,16 @@ class Copying:
     thread), so that each can be let go once written."""
 
     def __init__(self, model: Model) -> None:
-        # Each copy in order, then None at the end, or what stopped the copy.
-        self._copies: queue.SimpleQueue[Named | BaseException | None] = queue.SimpleQueue()
+        self._copies: deque[Named] = deque()
         self._thread = asyncio.ensure_future(asyncio.to_thread(self._copy, model))
 
     def _copy(self, model: Model) -> None:
-        try:
-            for named in detach(dump_state(model)):
-                self._copies.put(named)
-        except BaseException as exc:  # handed to whoever takes the copies, and raised here
-            self._copies.put(exc)
-            raise
-        self._copies.put(None)
+        self._copies.extend(detach(dump_state(model)))
 
     def arrays(self) -> Iterator[Named]:
-        """The copies in order, each once, waiting for the next (for a worker thread)."""
-        while True:
-            taken = self._copies.get()
-            if taken is None:
-                return
-            if isinstance(taken, BaseException):
-                raise taken
-            yield taken
-            del taken  # not held while waiting for the next: the encoder lets each go
+        """The copies in order, each once and held no longer (after `finished`)."""
+        while self._copies:
+            yield self._copies.popleft()
 
     async def finished(self) -> None:
         """Until every array is copied, even when cancelled meanwhile: the copy reads the
