@@ -203,3 +203,14 @@ def test_prequential_hr_and_mrr_at_20() -> None:
     copy = Prequential(every=1)
     copy.restore(quality.to_array())
     assert np.array_equal(copy.to_array(), quality.to_array())
+
+
+def test_each_weighting_is_judged_by_hr_plus_three_times_mrr() -> None:
+    """One component ranks the chosen item 4th, so every weighting does: a hit worth
+    1 + 3/4. Then a miss (25th of 30): worth 0, and the average halves."""
+    blend = Blend(components=2)
+    ranked = scores(list(range(1, 31)), [float(30 - n) for n in range(30)], SIMILAR_SESSIONS)
+    assert blend.learn(blend.combine([ranked, Scores.empty()]), np.ones(30, np.bool_), 4) == 4
+    assert blend.quality.tolist() == pytest.approx([1.0 + 3.0 / 4.0] * len(blend.experts))
+    assert blend.learn(blend.combine([ranked, Scores.empty()]), np.ones(30, np.bool_), 25) == 25
+    assert blend.quality.tolist() == pytest.approx([(1.0 + 3.0 / 4.0) / 2] * len(blend.experts))
