@@ -21,23 +21,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import orjson
 import structlog
 from aiohttp import web
 
-from recsrv.broker import EventLog, open_event_log
+from recsrv.broker import Delivery, EventLog, open_event_log
 from recsrv.broker.memory import MemoryEventLog
 from recsrv.checkpointer import Checkpointer
 from recsrv.config import Config
+from recsrv.events import Event
 from recsrv.http.api import CHECKPOINTER, RUNTIME, add_routes, error_middleware
 from recsrv.http.cors import install_cors
 from recsrv.http.observe import install_observability
 from recsrv.http.security import install_security
+from recsrv.http.sse import SseHub
 from recsrv.http.storefront import SSE_HUB, add_storefront_routes, make_hub
 from recsrv.runtime import Runtime
 from recsrv.store import CheckpointStore, open_store
@@ -64,7 +67,7 @@ def build_app(
     app[RUNTIME] = runtime
     app[CHECKPOINTER] = Checkpointer(runtime)
     hub = app[SSE_HUB] = make_hub(runtime)
-    runtime.consumer.on_applied = lambda _, events: hub.events_applied(events)
+    runtime.consumer.on_applied = functools.partial(_events_applied, runtime, hub)
     add_routes(app)
     add_storefront_routes(app)
     install_cors(app, config.auth.cors_origins)
@@ -77,6 +80,12 @@ def build_app(
     app.cleanup_ctx.append(_event_log)
     app.cleanup_ctx.append(_state)
     return app
+
+
+def _events_applied(runtime: Runtime, hub: SseHub, _: Delivery, events: Sequence[Event]) -> None:
+    """After each delivery: live lists to push, and reads waiting for these events."""
+    hub.events_applied(events)
+    runtime.read_after_write.events_applied(events)
 
 
 async def _event_log(app: web.Application) -> AsyncIterator[None]:

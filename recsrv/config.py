@@ -46,12 +46,15 @@ class ServerConfig:
     max_query_chars: int = 4096
     # Peers (addresses or networks) whose Forwarded / X-Forwarded-For names the client.
     trusted_proxies: tuple[str, ...] = ()
+    # How long a list request with after=EVENT_ID waits for that event.
+    after_timeout_ms: int = 500
 
     def validate(self) -> None:
         _check_range("server.port", self.port, 0, 65535)
         _check_range("server.sse_max_per_client", self.sse_max_per_client, 1, 10**7)
         _check_range("server.max_query_params", self.max_query_params, 1, 10_000)
         _check_range("server.max_query_chars", self.max_query_chars, 64, 1 << 20)
+        _check_range("server.after_timeout_ms", self.after_timeout_ms, 0, 60_000)
         for index, proxy in enumerate(self.trusted_proxies):
             try:
                 ipaddress.ip_network(proxy, strict=False)

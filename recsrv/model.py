@@ -66,6 +66,9 @@ class RecentIds:
         """The remembered ids, oldest first."""
         return iter(self._order)
 
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._seen
+
     def restore(self, ids: Sequence[str]) -> None:
         """Remember `ids` (oldest first) in place of the current ones; only the last
         `size` of them if the window is smaller than when they were remembered."""

@@ -10,6 +10,7 @@ from recsrv.config import Config
 from recsrv.consumer import Consumer
 from recsrv.metrics import Metrics
 from recsrv.model import Model
+from recsrv.read_after_write import ReadAfterWrite
 from recsrv.store import CheckpointStore
 
 
@@ -27,6 +28,8 @@ class Runtime:
     problems: dict[str, str] = field(default_factory=dict)
     # What is degraded while the process still serves (e.g. "checkpoints failing").
     warnings: dict[str, str] = field(default_factory=dict)
+    # List requests with after=EVENT_ID waiting for their event (set by build).
+    read_after_write: ReadAfterWrite = field(init=False)
 
     @classmethod
     def build(cls, config: Config, log: EventLog, store: CheckpointStore) -> Runtime:
@@ -38,6 +41,7 @@ class Runtime:
         )
         # Through the runtime, so a scrape sees the model swapped in by a restore.
         metrics.watch_model(lambda: runtime.model)
+        runtime.read_after_write = ReadAfterWrite(lambda: runtime.model)
         return runtime
 
     def replace_model(self, model: Model) -> None:

@@ -160,20 +160,40 @@ def _bad_parameter(name: str, reason: str) -> ApiError:
     )
 
 
-def list_body(runtime: Runtime, recs: recommend.RecList) -> dict[str, Any]:
-    """The JSON of every list endpoint (and of each SSE message)."""
+def list_body(
+    runtime: Runtime, recs: recommend.RecList, after: bool | None = None
+) -> dict[str, Any]:
+    """The JSON of every list endpoint (and of each SSE message); `after`: whether the
+    event of after=EVENT_ID was applied (None: no such parameter)."""
+    model: dict[str, Any] = runtime.model_info()
+    if after is not None:
+        model["after"] = after
     return {
         "items": [
             {"item_id": item_id, "score": score, "reason": reason}
             for item_id, score, reason in zip(recs.item_ids, recs.scores, recs.reasons, strict=True)
         ],
         "strategy": recs.strategy,
-        "model": runtime.model_info(),
+        "model": model,
     }
 
 
-def _list_response(runtime: Runtime, recs: recommend.RecList) -> web.Response:
-    return json_response(list_body(runtime, recs))
+def _list_response(
+    runtime: Runtime, recs: recommend.RecList, after: bool | None = None
+) -> web.Response:
+    return json_response(list_body(runtime, recs, after))
+
+
+async def _read_after(request: web.Request) -> bool | None:
+    """after=EVENT_ID: wait, up to server.after_timeout_ms, until that event is applied;
+    whether it was (None without the parameter). Called once the other parameters are
+    checked, so that a bad request is refused without waiting."""
+    event_id = optional_id(request, "after")
+    if event_id is None:
+        return None
+    runtime = request.app[RUNTIME]
+    timeout_s = runtime.config.server.after_timeout_ms / 1000
+    return await runtime.read_after_write.wait(event_id, timeout_s)
 
 
 # ---- reads ------------------------------------------------------------------
@@ -181,42 +201,54 @@ def _list_response(runtime: Runtime, recs: recommend.RecList) -> web.Response:
 
 async def get_recommendations(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
+    session_id = optional_id(request, "session_id")
+    user_id = optional_id(request, "user_id")
+    item_id = optional_id(request, "item_id")
+    k = param_k(request)
+    category = optional_id(request, "category")
+    exclude = _exclude(request)
+    after = await _read_after(request)
     recs = recommend.recommend(
         runtime.model,
-        session_id=optional_id(request, "session_id"),
-        user_id=optional_id(request, "user_id"),
-        item_id=optional_id(request, "item_id"),
-        k=param_k(request),
-        category=optional_id(request, "category"),
-        exclude=_exclude(request),
+        session_id=session_id,
+        user_id=user_id,
+        item_id=item_id,
+        k=k,
+        category=category,
+        exclude=exclude,
     )
-    return _list_response(runtime, recs)
+    return _list_response(runtime, recs, after)
 
 
 async def get_similar(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     item_id = path_id(request, "item_id")
-    recs = recommend.similar(runtime.model, item_id, k=param_k(request))
+    k = param_k(request)
+    after = await _read_after(request)
+    recs = recommend.similar(runtime.model, item_id, k=k)
     if recs is None:
         raise _item_not_found(item_id)
-    return _list_response(runtime, recs)
+    return _list_response(runtime, recs, after)
 
 
 async def get_bought_together(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     item_id = path_id(request, "item_id")
-    recs = recommend.bought_together(runtime.model, item_id, k=param_k(request))
+    k = param_k(request)
+    after = await _read_after(request)
+    recs = recommend.bought_together(runtime.model, item_id, k=k)
     if recs is None:
         raise _item_not_found(item_id)
-    return _list_response(runtime, recs)
+    return _list_response(runtime, recs, after)
 
 
 async def get_popular(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    recs = recommend.popular(
-        runtime.model, k=param_k(request), category=optional_id(request, "category")
-    )
-    return _list_response(runtime, recs)
+    k = param_k(request)
+    category = optional_id(request, "category")
+    after = await _read_after(request)
+    recs = recommend.popular(runtime.model, k=k, category=category)
+    return _list_response(runtime, recs, after)
 
 
 async def get_item(request: web.Request) -> web.Response:

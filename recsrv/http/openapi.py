@@ -138,6 +138,12 @@ def _path(name: str, example: str, schema: Schema = ID) -> Schema:
 
 K = _query("k", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}, "how many items")
 CATEGORY = _query("category", QUERY_ID, "only items of this catalog category")
+AFTER = _query(
+    "after",
+    QUERY_ID,
+    "an event_id: wait, up to server.after_timeout_ms (500 by default), until that event "
+    "is applied, then answer (200 either way; model.after says whether it was)",
+)
 ITEM_ID = _path("item_id", "sku-123")
 
 
@@ -298,7 +304,14 @@ SCHEMAS: dict[str, Schema] = {
     "ModelInfo": {
         "type": "object",
         "required": ["offset", "events"],
-        "properties": {"offset": {"type": "integer"}, "events": {"type": "integer", "minimum": 0}},
+        "properties": {
+            "offset": {"type": "integer"},
+            "events": {"type": "integer", "minimum": 0},
+            "after": {
+                "type": "boolean",
+                "description": "with after=EVENT_ID: whether that event was applied",
+            },
+        },
     },
     "RecommendationList": {
         "type": "object",
@@ -518,6 +531,7 @@ def _paths(protect_metrics: bool) -> Schema:
         _query("item_id", QUERY_ID, "the item on screen (never recommended itself)"),
         K,
         CATEGORY,
+        AFTER,
         _query(
             "exclude",
             {"type": "string", "maxLength": 4096},
@@ -554,7 +568,7 @@ def _paths(protect_metrics: bool) -> Schema:
                 "Items viewed or clicked together with this one",
                 ranked,
                 404,
-                parameters=[ITEM_ID, K],
+                parameters=[ITEM_ID, K, AFTER],
             )
         },
         "/v1/items/{item_id}/bought-together": {
@@ -564,7 +578,7 @@ def _paths(protect_metrics: bool) -> Schema:
                 "Items carted or purchased together with this one",
                 ranked,
                 404,
-                parameters=[ITEM_ID, K],
+                parameters=[ITEM_ID, K, AFTER],
             )
         },
         "/v1/popular": {
@@ -573,7 +587,7 @@ def _paths(protect_metrics: bool) -> Schema:
                 "/v1/popular",
                 "Trending items, time-decayed",
                 ranked,
-                parameters=[K, CATEGORY],
+                parameters=[K, CATEGORY, AFTER],
             )
         },
         "/v1/items/{item_id}": {

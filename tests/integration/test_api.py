@@ -292,6 +292,45 @@ async def test_exclude_and_category_narrow_the_recommendations(client: Client) -
     ] == []
 
 
+async def test_after_reads_a_posted_event_on_every_list_endpoint(client: Client) -> None:
+    """after=EVENT_ID: the GET right after the POST already sees the event, with no
+    polling; model.after says so, and an id that never comes answers 200 after the
+    timeout (server.after_timeout_ms, 500 by default) with model.after false."""
+    history = []
+    for n in range(4):
+        history += browse(f"old-{n}", ["tent", "stove", "mat"], ts=1_700_000_000 + 100 * n)
+    await post_events(client, history)
+    visit = {**browse("shopper", ["tent"], ts=1_700_001_000)[0], "event_id": "visit-1"}
+    await post_events(client, visit)
+    recs = await get_json(client, "/v1/recommendations", session_id="shopper", after="visit-1")
+    assert recs["model"]["after"] is True
+    assert recs["model"]["events"] == 13  # the history came first in the log
+    assert recs["strategy"] == "session"
+    assert {item["item_id"] for item in recs["items"][:2]} == {"stove", "mat"}
+    for path in ("/v1/items/tent/similar", "/v1/items/tent/bought-together", "/v1/popular"):
+        body = await get_json(client, path, after="visit-1")
+        assert body["model"]["after"] is True, path
+    # Without the parameter, no `after` in the model object.
+    assert "after" not in (await get_json(client, "/v1/popular"))["model"]
+    # A catalog write waited for: the item's list answers 200 instead of 404.
+    await post_events(
+        client,
+        {"type": "catalog.upsert", "item": {"item_id": "lamp"}, "event_id": "lamp-in"},
+    )
+    lamp = await get_json(client, "/v1/items/lamp/similar", after="lamp-in")
+    assert lamp["model"]["after"] is True
+    started = time.monotonic()
+    never = await get_json(client, "/v1/recommendations", session_id="shopper", after="nope")
+    waited = time.monotonic() - started
+    assert never["model"]["after"] is False
+    assert never["model"]["events"] == 14
+    assert 0.49 <= waited < 5.0
+    # A bad request is refused at once, without the wait.
+    started = time.monotonic()
+    await get_json(client, "/v1/recommendations", 400, session_id="shopper", k="0", after="nope")
+    assert time.monotonic() - started < 0.4
+
+
 class DyingLog(MemoryEventLog):
     """An in-process log whose reader fails with a bug (not a broker error) on b"die"."""
 

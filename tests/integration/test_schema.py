@@ -80,6 +80,8 @@ def live_server(
         # Requests refused with 401 spend tokens: without this, the many cases sent
         # without a key would soon turn every answer into 429 (tested in test_security).
         "RECSRV_AUTH__PUBLIC_RATE_PER_S": "0",
+        # Generated after= ids never come: each such case would wait the whole timeout.
+        "RECSRV_SERVER__AFTER_TIMEOUT_MS": "20",
     }
     names = new_broker_names()
     if request.param == "amqp":
