@@ -52,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # `recsrv evaluate --json` and `recsrv replay` print their results; logs must not mix in.
     serving = args.command in ("run", "demo")
-    configure_logging(config.log, None if serving else sys.stderr)
+    if serving:
+        configure_logging(config.log, instance=config.server.instance_name())
+    else:
+        configure_logging(config.log, sys.stderr)
     try:
         if args.command == "replay":
             from recsrv import replay

@@ -11,6 +11,7 @@ import dataclasses
 import ipaddress
 import os
 import re
+import socket
 import tomllib
 import types
 import typing
@@ -48,6 +49,12 @@ class ServerConfig:
     trusted_proxies: tuple[str, ...] = ()
     # How long a list request with after=EVENT_ID waits for that event.
     after_timeout_ms: int = 500
+    # This replica's name, in logs, /readyz and metrics; empty: host and pid.
+    instance: str = ""
+
+    def instance_name(self) -> str:
+        """`instance`, or this host's name and this process's pid when it is empty."""
+        return self.instance or f"{socket.gethostname()}-{os.getpid()}"
 
     def validate(self) -> None:
         _check_range("server.port", self.port, 0, 65535)
@@ -55,6 +62,8 @@ class ServerConfig:
         _check_range("server.max_query_params", self.max_query_params, 1, 10_000)
         _check_range("server.max_query_chars", self.max_query_chars, 64, 1 << 20)
         _check_range("server.after_timeout_ms", self.after_timeout_ms, 0, 60_000)
+        if len(self.instance) > 128 or not self.instance.isprintable():
+            raise ConfigError("server.instance", "must be at most 128 printable characters")
         for index, proxy in enumerate(self.trusted_proxies):
             try:
                 ipaddress.ip_network(proxy, strict=False)

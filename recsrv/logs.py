@@ -30,9 +30,12 @@ _JSON_TRACEBACKS: Final = structlog.processors.ExceptionRenderer(
 )
 
 
-def configure_logging(config: LogConfig, out: TextIO | None = None) -> None:
+def configure_logging(
+    config: LogConfig, out: TextIO | None = None, instance: str | None = None
+) -> None:
     """Configure structlog and the standard library's root logger to write to `out`
-    (stdout by default; the offline commands log to stderr, their output is stdout)."""
+    (stdout by default; the offline commands log to stderr, their output is stdout).
+    `instance`: the server's name (server.instance), put in every line."""
     out = sys.stdout if out is None else out
     level = logging.getLevelNamesMapping()[config.level.upper()]
     console = use_console(config.format, out)
@@ -42,6 +45,8 @@ def configure_logging(config: LogConfig, out: TextIO | None = None) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
     ]
+    if instance is not None:
+        shared.append(_add_instance(instance))
     processors: list[structlog.typing.Processor] = list(shared)
     factory: Any
     if console:
@@ -65,6 +70,14 @@ def configure_logging(config: LogConfig, out: TextIO | None = None) -> None:
         cache_logger_on_first_use=True,
     )
     _route_standard_logging(out, level, shared, console)
+
+
+def _add_instance(instance: str) -> structlog.typing.Processor:
+    def add(_: Any, __: str, event_dict: structlog.typing.EventDict) -> structlog.typing.EventDict:
+        event_dict.setdefault("instance", instance)
+        return event_dict
+
+    return add
 
 
 def use_console(log_format: str, stream: TextIO) -> bool:

@@ -20,7 +20,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Info,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -125,8 +132,14 @@ class HttpStats:
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, instance: str = "") -> None:
         self.registry = CollectorRegistry()
+        if instance:
+            # recsrv_instance_info{instance="…"} 1: which replica a scrape reached (a
+            # label to join on, rather than on every series).
+            Info("recsrv_instance", "This replica's name.", registry=self.registry).info(
+                {"instance": instance}
+            )
         self.consumer = ConsumerStats()
         self.http = HttpStats()
         self.loop_lag_seconds = Buckets(LOOP_LAG_BUCKETS_S)

@@ -30,14 +30,23 @@ class Runtime:
     warnings: dict[str, str] = field(default_factory=dict)
     # List requests with after=EVENT_ID waiting for their event (set by build).
     read_after_write: ReadAfterWrite = field(init=False)
+    # This replica's name (server.instance, or host and pid).
+    instance: str = ""
 
     @classmethod
     def build(cls, config: Config, log: EventLog, store: CheckpointStore) -> Runtime:
         model = Model(config.model, config.sessions)
-        metrics = Metrics()
+        instance = config.server.instance_name()
+        metrics = Metrics(instance)
         consumer = Consumer(log, model, config.broker, metrics)
         runtime = cls(
-            config=config, log=log, store=store, model=model, consumer=consumer, metrics=metrics
+            config=config,
+            log=log,
+            store=store,
+            model=model,
+            consumer=consumer,
+            metrics=metrics,
+            instance=instance,
         )
         # Through the runtime, so a scrape sees the model swapped in by a restore.
         metrics.watch_model(lambda: runtime.model)

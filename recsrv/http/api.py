@@ -424,6 +424,7 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response(
         {
             "status": "ready",
+            "instance": runtime.instance,
             "offset": offset,
             "end_offset": end,
             "lag": lag,

@@ -474,9 +474,10 @@ SCHEMAS: dict[str, Schema] = {
     },
     "Ready": {
         "type": "object",
-        "required": ["status", "offset", "end_offset", "lag", "warnings"],
+        "required": ["status", "instance", "offset", "end_offset", "lag", "warnings"],
         "properties": {
             "status": {"const": "ready"},
+            "instance": {"type": "string", "description": "this replica's name (server.instance)"},
             "offset": {"type": "integer"},
             "end_offset": {"type": ["integer", "null"]},
             "lag": {"type": ["integer", "null"], "minimum": 0},

@@ -7,6 +7,8 @@ here exercises publish → stream → decode → state → REST.
 from __future__ import annotations
 
 import io
+import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -233,6 +235,7 @@ async def test_operational_endpoints(client: Client) -> None:
     ready = await get_json(client, "/readyz")
     assert ready["status"] == "ready"
     assert ready["lag"] == 0
+    assert ready["instance"] == f"{socket.gethostname()}-{os.getpid()}"  # in this process
     document = await get_json(client, "/openapi.json")
     assert document["openapi"].startswith("3.")
     for path in (
@@ -254,6 +257,7 @@ async def test_operational_endpoints(client: Client) -> None:
     text = await response.text()
     assert 'recsrv_events_applied_total{type="view"} 2.0' in text
     assert "recsrv_events_published_total 2.0" in text
+    assert f'recsrv_instance_info{{instance="{ready["instance"]}"}} 1.0' in text
 
 
 async def test_exclude_and_category_narrow_the_recommendations(client: Client) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -51,6 +52,28 @@ def wait_healthy(base: str, process: subprocess.Popen[bytes]) -> None:
     raise AssertionError("recsrv did not become healthy")
 
 
+def test_server_instance_names_the_replica_in_logs_readyz_and_metrics(tmp_path: Path) -> None:
+    port = free_port()
+    process = start(tmp_path, RECSRV_SERVER__PORT=str(port), RECSRV_SERVER__INSTANCE="replica-a")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, process)
+        for _ in range(200):
+            status, body = http("GET", base + "/readyz")
+            if status == 200:
+                break
+            time.sleep(0.05)
+        assert status == 200 and orjson.loads(body)["instance"] == "replica-a"
+        status, body = http("GET", base + "/metrics")
+        assert 'recsrv_instance_info{instance="replica-a"} 1.0' in body.decode()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, _ = process.communicate(timeout=15)
+    assert process.returncode == 0
+    lines = [orjson.loads(line) for line in stdout.splitlines()]
+    assert len(lines) >= 3 and all(line["instance"] == "replica-a" for line in lines)
+
+
 def test_run_starts_embedded_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     process = start(tmp_path, RECSRV_SERVER__PORT=str(port))
@@ -72,6 +95,8 @@ def test_run_starts_embedded_serves_and_stops_cleanly_on_sigterm(tmp_path: Path)
         stdout, _ = process.communicate(timeout=15)
     assert process.returncode == 0
     lines = [orjson.loads(line) for line in stdout.splitlines()]
+    # No server.instance set: the host and the pid name this replica in every line.
+    assert {line.get("instance") for line in lines} == {f"{socket.gethostname()}-{process.pid}"}
     assert lines[0]["event"] == "starting"
     assert (lines[0]["broker_kind"], lines[0]["store_kind"]) == ("memory", "files")
     assert "memory://" in lines[0]["broker"]

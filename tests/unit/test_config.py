@@ -78,6 +78,9 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ({}, {"RECSRV_SERVER__PORT": "eighty"}, "server.port"),
         ({}, {"RECSRV_MODEL__EXCLUDE_SEEN_ITEMS": "maybe"}, "model.exclude_seen_items"),
         ({"auth": {"secret_keys": "abc"}}, {}, "auth.secret_keys"),
+        ({"server": {"after_timeout_ms": -1}}, {}, "server.after_timeout_ms"),
+        ({}, {"RECSRV_SERVER__INSTANCE": "a\nb"}, "server.instance"),
+        ({"server": {"instance": "x" * 129}}, {}, "server.instance"),
     ],
 )
 def test_invalid_configuration_names_the_key(
