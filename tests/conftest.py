@@ -16,11 +16,12 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import aio_pika
+import aiohttp
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -301,6 +302,17 @@ def spawn_recsrv(
     return server, log
 
 
+def end_process(process: subprocess.Popen[bytes], within_s: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `within_s`; reaped either way."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=within_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 # ---- MongoDB (the nx-27017 wire-protocol server, or RECSRV_TEST_MONGODB_URL) -------
 
 
@@ -384,3 +396,34 @@ async def mongo_store(mongodb_url: str) -> AsyncIterator[StoreConfig]:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_url)
     await client.drop_database(database)
     await client.close()
+
+
+# ---- Server-Sent Events ------------------------------------------------------------
+
+
+@dataclass
+class Message:
+    id: str | None
+    event: str | None
+    data: Any
+
+
+async def next_message(response: aiohttp.ClientResponse, within_s: float = 5.0) -> Message:
+    """Read one SSE message (comment lines, the heartbeats, are skipped)."""
+    fields: dict[str, str] = {}
+    async with asyncio.timeout(within_s):
+        while True:
+            raw = await response.content.readline()
+            if not raw:
+                raise EOFError("stream ended")
+            line = raw.decode().rstrip("\r\n")
+            if line == "":
+                if "data" in fields:
+                    return Message(
+                        fields.get("id"), fields.get("event"), orjson.loads(fields["data"])
+                    )
+                continue
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")

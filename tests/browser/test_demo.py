@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from recsrv import demo
-from tests.conftest import ROOT, free_port, spawn_recsrv
+from tests.conftest import ROOT, end_process, free_port, spawn_recsrv
 
 CHROMIUM = os.environ.get("RECSRV_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -94,12 +94,7 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         wait_until_loaded(base, server, log)
         yield base
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        end_process(server)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,8 @@
 """Two real `recsrv run` processes reading the same RabbitMQ stream, each with a store of
-its own: at the same offset they answer alike, item by item and score by score, and a
-backend that wrote through one reads its write on the other with after=EVENT_ID.
+its own: at the same offset they answer alike, item by item and score by score; a
+backend that wrote through one reads its write on the other with after=EVENT_ID; and
+behind HAProxy (Debian's, with deploy/haproxy.cfg) one of them can die under load
+without a GET failing, its SSE subscribers reconnecting to the other.
 
 (Both write checkpoints, each to its own store: one writer per store is the rule until
 replicas share a store under a lease.)
@@ -8,6 +10,9 @@ replicas share a store under a lease.)
 
 from __future__ import annotations
 
+import asyncio
+import os
+import shutil
 import signal
 import subprocess
 import time
@@ -22,9 +27,12 @@ import pytest
 from tests.conftest import (
     AMQP_URL,
     JSON,
+    ROOT,
     delete_broker_names,
+    end_process,
     free_port,
     new_broker_names,
+    next_message,
     spawn_recsrv,
     wait_until,
 )
@@ -61,11 +69,7 @@ def replicas(tmp_path: Path, broker_names: dict[str, str]) -> Iterator[list[Repl
             if replica.process.poll() is None:
                 replica.process.send_signal(signal.SIGTERM)
         for replica in started:
-            try:
-                replica.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                replica.process.kill()
-                replica.process.wait()
+            end_process(replica.process, within_s=20)
 
 
 async def get(http: aiohttp.ClientSession, url: str, **params: str) -> Any:
@@ -160,3 +164,127 @@ async def test_after_on_another_replica_waits_for_the_write(replicas: list[Repli
         assert 0.49 <= time.monotonic() - started < 5.0
         ready_body = await get(http, second.base + "/readyz")
         assert ready_body["instance"] == "replica-b"
+
+
+@pytest.fixture
+def haproxy(tmp_path: Path, replicas: list[Replica]) -> Iterator[str]:
+    """deploy/haproxy.cfg in front of the two replicas; its third server is a port where
+    nothing listens, as a replica that is down from the start."""
+    executable = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    port = free_port()
+    env = {
+        **os.environ,
+        "RECSRV_LISTEN": f"127.0.0.1:{port}",
+        "RECSRV_1": replicas[0].base.removeprefix("http://"),
+        "RECSRV_2": replicas[1].base.removeprefix("http://"),
+        "RECSRV_3": f"127.0.0.1:{free_port()}",
+    }
+    with (tmp_path / "haproxy.log").open("wb") as log:
+        process = subprocess.Popen(
+            [executable, "-db", "-f", str(ROOT / "deploy" / "haproxy.cfg")],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        end_process(process)
+
+
+async def in_rotation(http: aiohttp.ClientSession, haproxy: str, names: set[str]) -> None:
+    """Until HAProxy has sent /readyz to every replica in `names`."""
+    seen: set[str] = set()
+
+    async def all_seen() -> bool:
+        try:
+            async with http.get(haproxy + "/readyz") as response:
+                if response.status == 200:
+                    seen.add((await response.json())["instance"])
+        except aiohttp.ClientError:
+            pass
+        return seen == names
+
+    await wait_until(all_seen, 30, f"HAProxy sending to {sorted(names)}")
+
+
+async def read_until(
+    http: aiohttp.ClientSession, url: str, stop: asyncio.Event, statuses: list[int | str]
+) -> None:
+    """GET `url` again and again until `stop`, recording each status (or error)."""
+    while not stop.is_set():
+        try:
+            async with http.get(url) as response:
+                await response.read()
+                statuses.append(response.status)
+        except aiohttp.ClientError as exc:
+            statuses.append(repr(exc))
+
+
+async def has_ended(stream: aiohttp.ClientResponse) -> bool:
+    """Whether a live stream was cut (its replica died), as opposed to open and quiet."""
+    try:
+        await next_message(stream, within_s=0.5)
+    except (EOFError, aiohttp.ClientPayloadError):  # HAProxy cuts the chunked body
+        return True
+    except TimeoutError:
+        return False
+    return False
+
+
+async def test_behind_haproxy_a_replica_dies_under_load_and_no_get_fails(
+    replicas: list[Replica], haproxy: str
+) -> None:
+    doomed, survivor = replicas
+    async with aiohttp.ClientSession() as http:
+        for replica in replicas:
+            await wait_until(lambda r=replica: ready(http, r), 30, f"{replica.name} ready")
+        await in_rotation(http, haproxy, {"replica-a", "replica-b"})
+        last = {"type": "view", "session_id": "s29", "item_id": "lamp", "event_id": "last"}
+        body = orjson.dumps([*history(), {**last, "ts": 1_700_010_000.0}])
+        async with http.post(haproxy + "/v1/events", data=body, headers=JSON) as response:
+            assert response.status == 202, await response.text()
+        for replica in replicas:
+            listed = await get(http, replica.base + "/v1/popular", after="last")
+            assert listed["model"]["after"] is True
+        # Live streams through HAProxy, spread over the replicas by round robin.
+        stream_url = haproxy + "/v1/sessions/s29/stream?k=5"
+        streams = []
+        for _ in range(4):
+            stream = await http.get(stream_url)
+            assert stream.status == 200
+            streams.append((stream, await next_message(stream)))
+        listed = await get(http, survivor.base + "/v1/recommendations", session_id="s29", k="5")
+        current = listed["items"]
+        assert all(first.data["items"] == current for _, first in streams)
+
+        # Readers hammer HAProxy while the first replica is killed.
+        statuses: list[int | str] = []
+        stop = asyncio.Event()
+        url = haproxy + "/v1/recommendations?session_id=s29&k=5"
+        readers = [asyncio.create_task(read_until(http, url, stop, statuses)) for _ in range(4)]
+        await asyncio.sleep(1.0)
+        before = len(statuses)
+        doomed.process.kill()  # SIGKILL: no goodbye to HAProxy or to the streams
+        doomed.process.wait()
+        await asyncio.sleep(4.0)  # past HAProxy's health checks (fall 2, inter 1 s)
+        stop.set()
+        await asyncio.gather(*readers)
+        assert before > 20 and len(statuses) > before + 20
+        failed = [status for status in statuses if status != 200]
+        assert not failed, failed[:5]
+
+        # The killed replica's subscribers lost their stream; through HAProxy again,
+        # with the id they last saw, they get the current list at once.
+        ended = [first for stream, first in streams if await has_ended(stream)]
+        for stream, _ in streams:
+            stream.close()
+        assert ended, "no stream was on the killed replica"
+        for first in ended:
+            started = time.monotonic()
+            headers = {"Last-Event-ID": first.id or ""}
+            async with http.get(stream_url, headers=headers) as again:
+                assert again.status == 200
+                message = await next_message(again)
+            assert time.monotonic() - started < 2.0
+            assert message.data["items"] == current

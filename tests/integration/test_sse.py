@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -14,38 +13,10 @@ from aiohttp.test_utils import TestClient
 
 from recsrv.config import AuthConfig, ServerConfig
 from recsrv.http.storefront import SSE_HUB
-from tests.conftest import JSON, ServerFactory, post_events, wait_for_events
+from tests.conftest import JSON, ServerFactory, next_message, post_events, wait_for_events
 
 Client = TestClient[Any, Any]
 TS = 1_700_000_000
-
-
-@dataclass
-class Message:
-    id: str | None
-    event: str | None
-    data: Any
-
-
-async def next_message(response: aiohttp.ClientResponse, within_s: float = 5.0) -> Message:
-    """Read one SSE message (comment lines, the heartbeats, are skipped)."""
-    fields: dict[str, str] = {}
-    async with asyncio.timeout(within_s):
-        while True:
-            raw = await response.content.readline()
-            if not raw:
-                raise EOFError("stream ended")
-            line = raw.decode().rstrip("\r\n")
-            if line == "":
-                if "data" in fields:
-                    return Message(
-                        fields.get("id"), fields.get("event"), orjson.loads(fields["data"])
-                    )
-                continue
-            if line.startswith(":"):
-                continue
-            name, _, value = line.partition(":")
-            fields[name] = value.removeprefix(" ")
 
 
 def history(count: int = 10) -> list[dict[str, Any]]:
