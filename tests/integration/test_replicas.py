@@ -16,7 +16,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +24,12 @@ import aiohttp
 import orjson
 import pytest
 
+from recsrv.config import BrokerConfig
 from tests.conftest import (
-    AMQP_URL,
     JSON,
     ROOT,
-    delete_broker_names,
     end_process,
     free_port,
-    new_broker_names,
     next_message,
     spawn_recsrv,
     wait_until,
@@ -45,16 +43,15 @@ class Replica:
 
 
 @pytest.fixture
-async def broker_names() -> AsyncIterator[dict[str, str]]:
-    names = new_broker_names()
-    yield names
-    await delete_broker_names(names)
-
-
-@pytest.fixture
-def replicas(tmp_path: Path, broker_names: dict[str, str]) -> Iterator[list[Replica]]:
-    env = {"RECSRV_BROKER__URL": AMQP_URL}
-    env.update({f"RECSRV_BROKER__{key.upper()}": value for key, value in broker_names.items()})
+def replicas(tmp_path: Path, amqp_config: BrokerConfig) -> Iterator[list[Replica]]:
+    """Two `recsrv run` on the stream of amqp_config (names of this test's own)."""
+    env = {
+        "RECSRV_BROKER__URL": amqp_config.url,
+        "RECSRV_BROKER__EXCHANGE": amqp_config.exchange,
+        "RECSRV_BROKER__QUEUE": amqp_config.queue,
+        "RECSRV_BROKER__INVALID_EXCHANGE": amqp_config.invalid_exchange,
+        "RECSRV_BROKER__MAX_AGE": amqp_config.max_age,
+    }
     started: list[Replica] = []
     try:
         for name in ("replica-a", "replica-b"):
