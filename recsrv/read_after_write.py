@@ -32,7 +32,7 @@ class ReadAfterWrite:
         applied: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(event_id, []).append(applied)
         try:
-            return await asyncio.wait_for(asyncio.shield(applied), timeout_s)
+            return await asyncio.wait_for(applied, timeout_s)
         except TimeoutError:
             return False
         finally:
