@@ -12,6 +12,9 @@ loop lost the race several times in a row: the copy's stalls tripled (14-22 ms a
 Reads keep being served throughout. When the store fails, the state lives on in
 memory, the failure is logged once per outage, reported in /readyz and in metrics, and
 the checkpoint is retried with back-off.
+
+Replicas may share a store: only the holder of the checkpoint lease (recsrv.lease)
+writes and prunes checkpoints; the others restore from them and skip their own.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from typing import Final
 import structlog
 
 from recsrv.config import Config
-from recsrv.errors import CheckpointDamaged, StoreError
+from recsrv.errors import CheckpointDamaged, NotCheckpointWriter, StoreError
+from recsrv.lease import CheckpointLease
 from recsrv.model import Model
 from recsrv.runtime import Runtime
 from recsrv.state.snapshot import STATE_FORMAT, SnapshotMismatch, dump_state, load_state
@@ -193,6 +197,7 @@ class Checkpointer:
         self.runtime = runtime
         self.store = runtime.store
         self.last: CheckpointInfo | None = None
+        self.lease = CheckpointLease(self.store, runtime.instance, runtime.config.store.lease_s)
         self._writing = asyncio.Lock()
         self._outage_since: float | None = None
         # user.forget events applied when the last checkpoint was taken: a checkpoint
@@ -260,8 +265,11 @@ class Checkpointer:
     # ---- checkpoints ----------------------------------------------------------
 
     async def checkpoint(self) -> CheckpointInfo:
-        """Take and write a checkpoint now (skipped if nothing changed since the last)."""
+        """Take and write a checkpoint now (skipped if nothing changed since the last);
+        NotCheckpointWriter when another replica holds the lease."""
         async with self._writing:
+            if not self.lease.held and not await self.lease.renew():
+                raise NotCheckpointWriter(self.lease.seen_holder or "another replica")
             model = self.runtime.model
             last = self.last
             if last is not None and (last.offset, last.events) == (model.offset, model.events):
@@ -291,6 +299,8 @@ class Checkpointer:
             return info
 
     async def _prune(self, forgets: int) -> None:
+        if not self.lease.held:
+            return  # lost meanwhile: pruning is the new holder's (delete_incomplete too)
         keep = self.runtime.config.store.keep_checkpoints
         if forgets != self._forgets_at_last:
             keep = 1  # older checkpoints still hold the forgotten users
@@ -300,14 +310,26 @@ class Checkpointer:
         self._forgets_at_last = forgets
 
     async def run(self) -> None:
-        """Checkpoint every store.checkpoint_interval_s; on failure retry with back-off."""
+        """Keep the lease, and checkpoint every store.checkpoint_interval_s while it is
+        held; on failure retry with back-off."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.lease.keep(), name="recsrv-checkpoint-lease")
+            tasks.create_task(self._periodic(), name="recsrv-checkpoint-periodic")
+
+    async def _periodic(self) -> None:
         interval = self.runtime.config.store.checkpoint_interval_s
         delay = interval
         failures = 0
         while True:
             await asyncio.sleep(delay)
+            if not self.lease.held:
+                delay, failures = interval, 0
+                continue  # another replica writes them
             try:
                 await self.checkpoint()
+            except NotCheckpointWriter:
+                delay, failures = interval, 0
+                continue
             except StoreError as exc:
                 delay = min(RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S) - 1)], interval)
                 failures += 1
@@ -317,11 +339,15 @@ class Checkpointer:
             self._report_recovery()
 
     async def final(self) -> None:
-        """The checkpoint at shutdown; a failure is logged, the process still exits."""
+        """The checkpoint at shutdown, if this replica writes them; then the lease goes.
+        A failure is logged, the process still exits."""
         try:
             await self.checkpoint()
+        except NotCheckpointWriter as exc:
+            logger.info("final_checkpoint_skipped", reason=str(exc))
         except StoreError as exc:
             logger.error("final_checkpoint_failed", error=str(exc))
+        await self.lease.release()
 
     def _report_failure(self, exc: StoreError) -> None:
         self.runtime.metrics.checkpoint_failures.inc()

@@ -115,6 +115,9 @@ class StoreConfig:
     url: str = "file://./data"
     checkpoint_interval_s: float = 60.0
     keep_checkpoints: int = 3
+    # Of the replicas that share a store, the one holding this lease writes the
+    # checkpoints; it lasts this long without renewal (renewed every third of it).
+    lease_s: float = 30.0
 
     def validate(self) -> None:
         if not self.url.startswith(("mongodb://", "mongodb+srv://", "file://")):
@@ -123,6 +126,7 @@ class StoreConfig:
             raise ConfigError("store.url", "file:// needs a directory path")
         _check_range("store.checkpoint_interval_s", self.checkpoint_interval_s, 1, 86400)
         _check_range("store.keep_checkpoints", self.keep_checkpoints, 1, 100)
+        _check_range("store.lease_s", self.lease_s, 1, 3600)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from recsrv import prequential, recommend
 from recsrv.checkpointer import Checkpointer
-from recsrv.errors import BrokerError, EventError, StoreError
+from recsrv.errors import BrokerError, EventError, NotCheckpointWriter, StoreError
 from recsrv.events import (
     CATALOG_DELETE,
     CATALOG_UPSERT,
@@ -425,6 +425,7 @@ async def readyz(request: web.Request) -> web.Response:
         {
             "status": "ready",
             "instance": runtime.instance,
+            "checkpoint_writer": request.app[CHECKPOINTER].lease.held,
             "offset": offset,
             "end_offset": end,
             "lag": lag,
@@ -451,6 +452,8 @@ async def post_checkpoint(request: web.Request) -> web.Response:
     started = time.perf_counter()
     try:
         info = await request.app[CHECKPOINTER].checkpoint()
+    except NotCheckpointWriter as exc:
+        raise ApiError(409, "not_checkpoint_writer", str(exc)) from None
     except StoreError as exc:
         raise ApiError(503, "store_unavailable", str(exc)) from None
     body = {**info.to_dict(), "seconds": round(time.perf_counter() - started, 3)}

@@ -62,6 +62,7 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
     401: ("unauthorized",),
     403: ("forbidden",),
     404: ("not_found", "item_not_found"),
+    409: ("not_checkpoint_writer",),
     413: ("payload_too_large", "too_many_events"),
     415: ("unsupported_media_type",),
     429: ("too_many_requests", "too_many_streams"),
@@ -95,6 +96,7 @@ ERROR_MEANINGS = {
     401: "no API key, or an unknown one",
     403: "a public key where a secret key is needed",
     404: "not found",
+    409: "another replica holds the checkpoint lease and writes the checkpoints",
     413: "body or event array too large",
     415: "the body is not application/json (or text/plain)",
     429: "rate limit of the client address, or too many live streams",
@@ -474,10 +476,22 @@ SCHEMAS: dict[str, Schema] = {
     },
     "Ready": {
         "type": "object",
-        "required": ["status", "instance", "offset", "end_offset", "lag", "warnings"],
+        "required": [
+            "status",
+            "instance",
+            "checkpoint_writer",
+            "offset",
+            "end_offset",
+            "lag",
+            "warnings",
+        ],
         "properties": {
             "status": {"const": "ready"},
             "instance": {"type": "string", "description": "this replica's name (server.instance)"},
+            "checkpoint_writer": {
+                "type": "boolean",
+                "description": "whether this replica holds the checkpoint lease (writes them)",
+            },
             "offset": {"type": "integer"},
             "end_offset": {"type": ["integer", "null"]},
             "lag": {"type": ["integer", "null"], "minimum": 0},
@@ -675,6 +689,7 @@ def _paths(protect_metrics: bool) -> Schema:
                 "/v1/admin/checkpoint",
                 "Take a checkpoint now",
                 {"200": _json(_ref("Checkpoint"), "the checkpoint written")},
+                409,
                 503,
             )
         },

@@ -8,6 +8,10 @@ to `complete()` only after the last one, with the metadata that only then is kno
 one in force.
 Two implementations share the `CheckpointStore` protocol: `files.FileStore`
 (file://PATH, the embedded default) and `mongo.MongoStore` (mongodb://…).
+
+Replicas may share a store. Each store also keeps the checkpoint writer's lease
+(recsrv.lease), which lets one replica at a time write and prune, and marks the
+checkpoints being read, which pruning spares until the read is over.
 """
 
 from __future__ import annotations
@@ -126,10 +130,20 @@ class CheckpointStore(Protocol):
         """The chunks of a complete checkpoint, in order."""
 
     async def delete(self, ids: Sequence[str]) -> None:
-        """Remove these checkpoints and their chunks."""
+        """Remove these checkpoints and their chunks, except those that a replica is
+        reading (`read` marks them): they go at a later call."""
 
     async def delete_incomplete(self) -> None:
-        """Remove chunks left by checkpoints that never completed."""
+        """Remove chunks left by checkpoints that never completed (only the lease's
+        holder calls it: another writer's checkpoint in progress would go too)."""
+
+    async def take_lease(self, holder: str, lease_s: float) -> str:
+        """Take the checkpoint writer's lease for `holder`, or renew it, if it is free,
+        expired or held by `holder` already, for `lease_s` seconds from now; the name
+        of the holder afterwards (`holder` itself when it has the lease)."""
+
+    async def release_lease(self, holder: str) -> None:
+        """Give the lease up, if `holder` holds it, so that another takes it at once."""
 
     async def close(self) -> None: ...
 

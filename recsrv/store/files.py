@@ -6,12 +6,22 @@ appended chunk by chunk as the encoder makes them, and the metadata goes last, s
 checkpoint exists for `complete()` only once its data is durable. A write that fails
 removes its temporary file (delete_incomplete() removes any a crash left). File I/O
 runs in worker threads.
+
+Replicas on one host may share the directory. The checkpoint writer's lease is an
+exclusive `flock` of `writer.lock`, which holds the holder's name: the kernel ends it
+with the process that holds it, so lease_s plays no part here (a local directory is
+what flock is reliable on, not a network file system). A replica reading a checkpoint
+holds a shared `flock` of its data file, and `delete` leaves a data file alone while
+it cannot lock it exclusively (once opened, a file is read whole even if unlinked, so
+only the instants between listing and locking are left to the fallback to an older
+checkpoint).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -23,11 +33,15 @@ from recsrv.errors import CheckpointDamaged, StoreError
 from recsrv.store import CheckpointInfo, ChunkStream
 from recsrv.store.codec import CHUNK_BYTES
 
+LEASE_FILE = "writer.lock"
+
 
 class FileStore:
     def __init__(self, directory: str) -> None:
         self.directory = Path(directory).expanduser()
         self.describe = f"checkpoint files in {self.directory}"
+        # The open, exclusively locked lease file while this store holds the lease.
+        self._lease: int | None = None
 
     async def open(self) -> None:
         try:
@@ -87,6 +101,8 @@ class FileStore:
         except OSError as exc:
             raise await self._read_failure(info, exc) from exc
         with handle:
+            # Shared: pruning (an exclusive lock, not waited for) passes this file by.
+            await asyncio.to_thread(fcntl.flock, handle.fileno(), fcntl.LOCK_SH)
             size = (await asyncio.to_thread(os.fstat, handle.fileno())).st_size
             if size != info.size:
                 raise CheckpointDamaged(
@@ -113,10 +129,23 @@ class FileStore:
 
     def _delete(self, ids: Sequence[str]) -> None:
         for checkpoint_id in ids:
-            # Metadata first: a half-deleted checkpoint is then merely incomplete.
-            for suffix in (".json", ".data"):
-                with contextlib.suppress(FileNotFoundError):
-                    (self.directory / f"{checkpoint_id}{suffix}").unlink()
+            data = self.directory / f"{checkpoint_id}.data"
+            try:
+                handle = data.open("rb")
+            except FileNotFoundError:
+                handle = None
+            try:
+                if handle is not None:
+                    try:
+                        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # a replica is reading it: removed at a later prune
+                # Metadata first: a half-deleted checkpoint is then merely incomplete.
+                for path in (data.with_suffix(".json"), data):
+                    path.unlink(missing_ok=True)
+            finally:
+                if handle is not None:
+                    handle.close()
 
     async def delete_incomplete(self) -> None:
         await asyncio.to_thread(self._delete_incomplete)
@@ -128,8 +157,37 @@ class FileStore:
             if not path.with_suffix(".json").exists():
                 path.unlink(missing_ok=True)
 
+    async def take_lease(self, holder: str, lease_s: float) -> str:
+        try:
+            return await asyncio.to_thread(self._take_lease, holder)
+        except OSError as exc:
+            raise StoreError(f"cannot lock {self.directory / LEASE_FILE}: {exc}") from exc
+
+    def _take_lease(self, holder: str) -> str:
+        if self._lease is not None:
+            return holder  # the lock lasts as long as the file stays open
+        descriptor = os.open(self.directory / LEASE_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            name = os.pread(descriptor, 256, 0).decode(errors="replace")
+            os.close(descriptor)
+            return name or "another process"
+        except BaseException:
+            os.close(descriptor)
+            raise
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, holder.encode(), 0)
+        self._lease = descriptor
+        return holder
+
+    async def release_lease(self, holder: str) -> None:
+        descriptor, self._lease = self._lease, None
+        if descriptor is not None:
+            os.close(descriptor)  # ends the lock
+
     async def close(self) -> None:
-        return None
+        await self.release_lease("")
 
 
 def _temporary(path: Path) -> Path:

@@ -9,23 +9,37 @@ update_one with $set, find, delete_many, indexes. `complete` is an integer, not 
 bool, because some wire-compatible servers do not keep bools written by $set. A
 chunk's `data` is BSON binary (subtype 0), the encoding PyMongo gives `bytes`:
 wrapping each chunk in bson.Binary first copied its 4 MiB on the event loop.
+
+Replicas may share the database. `leases` holds the checkpoint writer's lease, one
+document (`_id` "checkpoint_writer", `holder`, `expires_at` in wall-clock seconds),
+taken or renewed by one conditional upsert: it matches when the lease is the
+holder's own or has expired, and otherwise the upsert's insert of the same `_id`
+fails with a duplicate key, atomically in the server. Replicas' clocks must agree
+to well within store.lease_s (NTP). `checkpoint_reads` holds a document per
+checkpoint being read (`checkpoint`, `expires_at`, renewed while the read goes on),
+and `delete` spares those checkpoints until the mark is gone or has expired.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Final
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from recsrv.config import redact_url
 from recsrv.errors import CheckpointDamaged, StoreError
 from recsrv.store import CheckpointInfo, ChunkStream
 
 SERVER_TIMEOUT_MS = 5000
+LEASE_ID: Final = "checkpoint_writer"
+# How long a read's mark lasts unrenewed; a read renews it every third of that.
+READ_MARK_S: Final = 60.0
 
 
 class MongoStore:
@@ -83,6 +97,18 @@ class MongoStore:
                 raise StoreError(
                     f"checkpoint {head.id}: {len(chunk_ids)} chunks, {info.chunks} told"
                 )
+            # A replica that took the lease over meanwhile prunes what is incomplete:
+            # never mark complete a checkpoint that lost chunks that way.
+            present = (
+                await db["checkpoint_chunks"]
+                .find({"checkpoint": head.id}, {"_id": 1})
+                .to_list(None)
+            )
+            if len(present) != len(chunk_ids):
+                raise StoreError(
+                    f"checkpoint {head.id}: {len(chunk_ids) - len(present)} chunks were "
+                    "removed while it was written (another replica took the lease?)"
+                )
             # What only the end of the stream tells, and the flag: one update, so the
             # metadata is whole whenever `complete` is 1.
             await db["checkpoints"].update_one(
@@ -117,27 +143,58 @@ class MongoStore:
 
     async def read(self, info: CheckpointInfo) -> AsyncIterator[bytes]:
         db = self._database()
-        for seq in range(info.chunks):
-            try:
-                document = await db["checkpoint_chunks"].find_one({"_id": _chunk_id(info.id, seq)})
-            except PyMongoError as exc:
-                raise StoreError(f"cannot read checkpoint {info.id}: {exc}") from exc
-            # The server answered: what is missing or malformed is this checkpoint's fault.
-            if document is None:
-                raise CheckpointDamaged(f"checkpoint {info.id} lacks chunk {seq}")
-            data = document.get("data")
-            if not isinstance(data, bytes):
-                raise CheckpointDamaged(f"chunk {seq} of checkpoint {info.id} holds no bytes")
-            yield bytes(data)
+        reads = db["checkpoint_reads"]
+        mark = f"{info.id}:{uuid.uuid4().hex}"
+        marked = 0.0
+        try:
+            for seq in range(info.chunks):
+                try:
+                    if time.monotonic() - marked > READ_MARK_S / 3:
+                        marked = time.monotonic()
+                        await reads.update_one(
+                            {"_id": mark},
+                            {
+                                "$set": {
+                                    "checkpoint": info.id,
+                                    "expires_at": time.time() + READ_MARK_S,
+                                }
+                            },
+                            upsert=True,
+                        )
+                    document = await db["checkpoint_chunks"].find_one(
+                        {"_id": _chunk_id(info.id, seq)}
+                    )
+                except PyMongoError as exc:
+                    raise StoreError(f"cannot read checkpoint {info.id}: {exc}") from exc
+                # The server answered: what is missing or malformed is this checkpoint's fault.
+                if document is None:
+                    raise CheckpointDamaged(f"checkpoint {info.id} lacks chunk {seq}")
+                data = document.get("data")
+                if not isinstance(data, bytes):
+                    raise CheckpointDamaged(f"chunk {seq} of checkpoint {info.id} holds no bytes")
+                yield bytes(data)
+        finally:
+            if marked:
+                with contextlib.suppress(PyMongoError):  # else it expires by itself
+                    await reads.delete_many({"_id": mark})
 
     async def delete(self, ids: Sequence[str]) -> None:
         if not ids:
             return
         db = self._database()
         try:
+            now = time.time()
+            await db["checkpoint_reads"].delete_many({"expires_at": {"$lte": now}})
+            marks = (
+                await db["checkpoint_reads"].find({"checkpoint": {"$in": list(ids)}}).to_list(None)
+            )
+            being_read = {mark["checkpoint"] for mark in marks}
+            unread = [checkpoint_id for checkpoint_id in ids if checkpoint_id not in being_read]
+            if not unread:
+                return
             # Metadata first: a half-deleted checkpoint is then merely incomplete.
-            await db["checkpoints"].delete_many({"_id": {"$in": list(ids)}})
-            await db["checkpoint_chunks"].delete_many({"checkpoint": {"$in": list(ids)}})
+            await db["checkpoints"].delete_many({"_id": {"$in": unread}})
+            await db["checkpoint_chunks"].delete_many({"checkpoint": {"$in": unread}})
         except PyMongoError as exc:
             raise StoreError(f"cannot delete checkpoints: {exc}") from exc
 
@@ -149,6 +206,30 @@ class MongoStore:
             await db["checkpoint_chunks"].delete_many({"checkpoint": {"$nin": complete}})
         except PyMongoError as exc:
             raise StoreError(f"cannot delete incomplete checkpoints: {exc}") from exc
+
+    async def take_lease(self, holder: str, lease_s: float) -> str:
+        leases = self._database()["leases"]
+        now = time.time()
+        try:
+            try:
+                await leases.update_one(
+                    {"_id": LEASE_ID, "$or": [{"holder": holder}, {"expires_at": {"$lt": now}}]},
+                    {"$set": {"holder": holder, "expires_at": now + lease_s}},
+                    upsert=True,
+                )
+                return holder
+            except DuplicateKeyError:
+                current = await leases.find_one({"_id": LEASE_ID})
+        except PyMongoError as exc:
+            raise StoreError(f"cannot take the checkpoint lease: {exc}") from exc
+        # Released (deleted) between the two calls: free, taken at the next attempt.
+        return str(current["holder"]) if current else ""
+
+    async def release_lease(self, holder: str) -> None:
+        try:
+            await self._database()["leases"].delete_many({"_id": LEASE_ID, "holder": holder})
+        except PyMongoError as exc:
+            raise StoreError(f"cannot release the checkpoint lease: {exc}") from exc
 
     async def close(self) -> None:
         client, self._client, self._db = self._client, None, None

@@ -136,7 +136,8 @@ async def test_embedded_mode_restores_from_checkpoint_files(
     await wait_for_events(first, 1200)
     before = await answers(first)
     await first.close()
-    assert sorted(p.suffix for p in (tmp_path / "state").iterdir()) == [".data", ".json"]
+    # One checkpoint, and the lock file of the checkpoint writer's lease.
+    assert sorted(p.suffix for p in (tmp_path / "state").iterdir()) == [".data", ".json", ".lock"]
 
     second = await make_server(store=store)
     await wait_ready(second)
