@@ -1,11 +1,11 @@
-"""Two real `recsrv run` processes reading the same RabbitMQ stream, each with a store of
-its own: at the same offset they answer alike, item by item and score by score; a
-backend that wrote through one reads its write on the other with after=EVENT_ID; and
-behind HAProxy (Debian's, with deploy/haproxy.cfg) one of them can die under load
-without a GET failing, its SSE subscribers reconnecting to the other.
-
-(Both write checkpoints, each to its own store: one writer per store is the rule until
-replicas share a store under a lease.)
+"""Real `recsrv run` processes reading the same RabbitMQ stream and sharing one
+checkpoint store (the MongoDB-wire server, as in production; a directory on one host
+too): at the same offset they answer alike, item by item and score by score; one at a
+time writes checkpoints, under a lease that another takes over when the writer dies; a
+backend that wrote through one reads its write on another with after=EVENT_ID; and
+behind HAProxy (Debian's, with deploy/haproxy.cfg) the writer can die under load
+without a GET failing, its SSE subscribers reconnecting to another replica, and come
+back restored from the checkpoint another replica wrote.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import aiohttp
 import orjson
 import pytest
 
-from recsrv.config import BrokerConfig
+from recsrv.config import BrokerConfig, StoreConfig
 from tests.conftest import (
     JSON,
     ROOT,
@@ -35,38 +35,92 @@ from tests.conftest import (
     wait_until,
 )
 
+# Short, so that a takeover fits in a test; renewed every third of it.
+LEASE_S = 3.0
+
 
 class Replica:
-    def __init__(self, name: str, process: subprocess.Popen[bytes], port: int, log: Path):
-        self.name, self.process, self.log = name, process, log
-        self.base = f"http://127.0.0.1:{port}"
+    """One `recsrv run` under a name of its own; started again after a kill, it keeps
+    its name and port and logs to a file of its own (run-1.log, run-2.log, ...)."""
+
+    def __init__(self, name: str, workdir: Path, env: dict[str, str]) -> None:
+        self.name, self.workdir = name, workdir
+        self.env = {**env, "RECSRV_SERVER__INSTANCE": name}
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.runs = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "none.log"
+
+    def start(self) -> None:
+        self.runs += 1
+        rundir = self.workdir / f"run-{self.runs}"
+        rundir.mkdir(parents=True)
+        self.process, self.log = spawn_recsrv(rundir, self.port, self.env)
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to HAProxy, the streams or the store."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def logged(self, event: str) -> list[dict[str, Any]]:
+        entries = [orjson.loads(line) for line in self.log.read_bytes().splitlines() if line]
+        return [entry for entry in entries if entry.get("event") == event]
 
 
-@pytest.fixture
-def replicas(tmp_path: Path, amqp_config: BrokerConfig) -> Iterator[list[Replica]]:
-    """Two `recsrv run` on the stream of amqp_config (names of this test's own)."""
-    env = {
+def start_replicas(
+    tmp_path: Path, env: dict[str, str], names: tuple[str, ...]
+) -> Iterator[list[Replica]]:
+    started: list[Replica] = []
+    try:
+        for name in names:
+            replica = Replica(name, tmp_path / name, env)
+            replica.start()
+            started.append(replica)
+        yield started
+    finally:
+        running = [r.process for r in started if r.process is not None]
+        for process in running:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in running:
+            end_process(process, within_s=20)
+
+
+def broker_env(amqp_config: BrokerConfig) -> dict[str, str]:
+    return {
         "RECSRV_BROKER__URL": amqp_config.url,
         "RECSRV_BROKER__EXCHANGE": amqp_config.exchange,
         "RECSRV_BROKER__QUEUE": amqp_config.queue,
         "RECSRV_BROKER__INVALID_EXCHANGE": amqp_config.invalid_exchange,
         "RECSRV_BROKER__MAX_AGE": amqp_config.max_age,
+        "RECSRV_STORE__LEASE_S": str(LEASE_S),
+        "RECSRV_STORE__CHECKPOINT_INTERVAL_S": "3600",  # only those the test asks for
     }
-    started: list[Replica] = []
-    try:
-        for name in ("replica-a", "replica-b"):
-            workdir = tmp_path / name
-            workdir.mkdir()
-            port = free_port()
-            process, log = spawn_recsrv(workdir, port, {**env, "RECSRV_SERVER__INSTANCE": name})
-            started.append(Replica(name, process, port, log))
-        yield started
-    finally:
-        for replica in started:
-            if replica.process.poll() is None:
-                replica.process.send_signal(signal.SIGTERM)
-        for replica in started:
-            end_process(replica.process, within_s=20)
+
+
+@pytest.fixture
+def replicas(
+    tmp_path: Path, amqp_config: BrokerConfig, mongo_store: StoreConfig
+) -> Iterator[list[Replica]]:
+    """Three `recsrv run` on the stream of amqp_config (names of this test's own),
+    sharing one MongoDB database."""
+    env = {**broker_env(amqp_config), "RECSRV_STORE__URL": mongo_store.url}
+    yield from start_replicas(tmp_path, env, ("replica-a", "replica-b", "replica-c"))
+
+
+@pytest.fixture(params=["files", "mongodb"])
+def pair_sharing_a_store(
+    request: pytest.FixtureRequest, tmp_path: Path, amqp_config: BrokerConfig
+) -> Iterator[list[Replica]]:
+    """Two `recsrv run` sharing one store: a directory, or a MongoDB database."""
+    if request.param == "files":
+        url = f"file://{tmp_path / 'shared-store'}"
+    else:
+        url = request.getfixturevalue("mongo_store").url
+    env = {**broker_env(amqp_config), "RECSRV_STORE__URL": url}
+    yield from start_replicas(tmp_path, env, ("replica-a", "replica-b"))
 
 
 async def get(http: aiohttp.ClientSession, url: str, **params: str) -> Any:
@@ -76,7 +130,7 @@ async def get(http: aiohttp.ClientSession, url: str, **params: str) -> Any:
 
 
 async def ready(http: aiohttp.ClientSession, replica: Replica) -> bool:
-    assert replica.process.poll() is None, replica.log.read_text()
+    assert replica.process is not None and replica.process.poll() is None, replica.log.read_text()
     try:
         async with http.get(replica.base + "/readyz") as response:
             return response.status == 200
@@ -101,11 +155,11 @@ def history() -> list[dict[str, Any]]:
 
 
 async def test_replicas_at_the_same_offset_answer_alike(replicas: list[Replica]) -> None:
-    first, second = replicas
+    first = replicas[0]
     async with aiohttp.ClientSession() as http:
         for replica in replicas:
             await wait_until(lambda r=replica: ready(http, r), 30, f"{replica.name} ready")
-        # Written through the first replica, applied by both from the stream.
+        # Written through the first replica, applied by every one from the stream.
         last = {"type": "view", "session_id": "s29", "item_id": "lamp", "event_id": "last"}
         body = orjson.dumps([*history(), {**last, "ts": 1_700_010_000.0}])
         async with http.post(first.base + "/v1/events", data=body, headers=JSON) as response:
@@ -125,12 +179,13 @@ async def test_replicas_at_the_same_offset_answer_alike(replicas: list[Replica])
                 await get(http, replica.base + path, after="last", **params)
                 for path, params in queries
             ]
-        for a, b in zip(answers[first.name], answers[second.name], strict=True):
-            assert a["model"]["after"] is True and b["model"]["after"] is True
-            assert a["model"] == b["model"]  # the same offset, the same event count
-            assert a["model"]["events"] == len(history()) + 1
-            # Item by item and score by score: the same floats, not merely close ones.
-            assert a["items"] == b["items"] and a["strategy"] == b["strategy"]
+        for other in replicas[1:]:
+            for a, b in zip(answers[first.name], answers[other.name], strict=True):
+                assert a["model"]["after"] is True and b["model"]["after"] is True
+                assert a["model"] == b["model"]  # the same offset, the same event count
+                assert a["model"]["events"] == len(history()) + 1
+                # Item by item and score by score: the same floats, not merely close ones.
+                assert a["items"] == b["items"] and a["strategy"] == b["strategy"]
         assert any(len(answer["items"]) >= 5 for answer in answers[first.name])
 
 
@@ -138,7 +193,7 @@ async def test_after_on_another_replica_waits_for_the_write(replicas: list[Repli
     """A backend posts to one replica and reads at once from the other: after=EVENT_ID
     makes the read wait for the event, and an id that never comes answers 200 with
     model.after false once server.after_timeout_ms (500) has passed."""
-    first, second = replicas
+    first, second, _ = replicas
     async with aiohttp.ClientSession() as http:
         for replica in replicas:
             await wait_until(lambda r=replica: ready(http, r), 30, f"{replica.name} ready")
@@ -165,8 +220,7 @@ async def test_after_on_another_replica_waits_for_the_write(replicas: list[Repli
 
 @pytest.fixture
 def haproxy(tmp_path: Path, replicas: list[Replica]) -> Iterator[str]:
-    """deploy/haproxy.cfg in front of the two replicas; its third server is a port where
-    nothing listens, as a replica that is down from the start."""
+    """deploy/haproxy.cfg in front of the three replicas."""
     executable = shutil.which("haproxy") or "/usr/sbin/haproxy"
     port = free_port()
     env = {
@@ -174,7 +228,7 @@ def haproxy(tmp_path: Path, replicas: list[Replica]) -> Iterator[str]:
         "RECSRV_LISTEN": f"127.0.0.1:{port}",
         "RECSRV_1": replicas[0].base.removeprefix("http://"),
         "RECSRV_2": replicas[1].base.removeprefix("http://"),
-        "RECSRV_3": f"127.0.0.1:{free_port()}",
+        "RECSRV_3": replicas[2].base.removeprefix("http://"),
     }
     with (tmp_path / "haproxy.log").open("wb") as log:
         process = subprocess.Popen(
@@ -229,41 +283,128 @@ async def has_ended(stream: aiohttp.ClientResponse) -> bool:
     return False
 
 
-async def test_behind_haproxy_a_replica_dies_under_load_and_no_get_fails(
-    replicas: list[Replica], haproxy: str
+async def writers(http: aiohttp.ClientSession, replicas: list[Replica]) -> list[str]:
+    """The names of the replicas whose /readyz says they hold the checkpoint lease."""
+    held = []
+    for replica in replicas:
+        body = await get(http, replica.base + "/readyz")
+        if body["checkpoint_writer"]:
+            held.append(replica.name)
+    return held
+
+
+async def the_writer(http: aiohttp.ClientSession, replicas: list[Replica]) -> Replica:
+    """The one replica that holds the lease, once one does."""
+
+    async def one_holds() -> bool:
+        return len(await writers(http, replicas)) == 1
+
+    await wait_until(one_holds, LEASE_S + 5, "one replica holding the checkpoint lease")
+    (name,) = await writers(http, replicas)
+    return next(replica for replica in replicas if replica.name == name)
+
+
+async def checkpoint(http: aiohttp.ClientSession, replica: Replica) -> tuple[int, Any]:
+    async with http.post(replica.base + "/v1/admin/checkpoint") as response:
+        return response.status, await response.json()
+
+
+async def post_events(http: aiohttp.ClientSession, base: str, events: list[dict[str, Any]]) -> None:
+    async with http.post(base + "/v1/events", data=orjson.dumps(events), headers=JSON) as response:
+        assert response.status == 202, await response.text()
+
+
+async def test_replicas_sharing_a_store_write_checkpoints_one_at_a_time(
+    pair_sharing_a_store: list[Replica],
 ) -> None:
-    doomed, survivor = replicas
+    """One writer; the other refuses with 409 and takes over within store.lease_s of
+    the writer's death; restarted, the dead one restores the survivor's checkpoint."""
+    replicas = pair_sharing_a_store
     async with aiohttp.ClientSession() as http:
         for replica in replicas:
             await wait_until(lambda r=replica: ready(http, r), 30, f"{replica.name} ready")
-        await in_rotation(http, haproxy, {"replica-a", "replica-b"})
+        events = history()
+        await post_events(http, replicas[0].base, [*events[:60], {**events[60], "event_id": "m1"}])
+        writer = await the_writer(http, replicas)
+        (other,) = [replica for replica in replicas if replica is not writer]
+        for replica in replicas:
+            await get(http, replica.base + "/v1/popular", after="m1")
+        status, body = await checkpoint(http, writer)
+        assert status == 200, body
+        assert body["events"] == 61
+        status, body = await checkpoint(http, other)
+        assert status == 409 and body["error"] == "not_checkpoint_writer", body
+        assert writer.name in body["message"]
+
+        writer.kill()
+        killed_at = time.monotonic()
+
+        async def took_over() -> bool:
+            return (await get(http, other.base + "/readyz"))["checkpoint_writer"] is True
+
+        await wait_until(took_over, LEASE_S + 5, f"{other.name} taking the lease over")
+        # The lease lasts LEASE_S unrenewed (renewed every third of it), and a replica
+        # without it asks every second: within LEASE_S of the death, plus that second.
+        assert time.monotonic() - killed_at <= LEASE_S + 1.5
+        await post_events(http, other.base, [*events[61:], {**events[-1], "event_id": "m2"}])
+        await get(http, other.base + "/v1/popular", after="m2")
+        status, newest = await checkpoint(http, other)
+        assert status == 200, newest
+        assert newest["events"] == len(events) + 1
+
+        writer.start()  # the same name, a new process: the lease stays with the other
+        await wait_until(lambda: ready(http, writer), 30, f"{writer.name} ready again")
+        (restored,) = writer.logged("restored")
+        assert restored["checkpoint"] == newest["id"]
+        assert restored["events"] == len(events) + 1
+        for path in ("/v1/recommendations?session_id=s29&k=8", "/v1/popular?k=10"):
+            async with http.get(writer.base + path) as a, http.get(other.base + path) as b:
+                first, second = await a.json(), await b.json()
+            assert first["items"] == second["items"] and first["model"] == second["model"]
+            assert first["model"]["events"] == len(events) + 1
+        assert await writers(http, replicas) == [other.name]
+
+
+async def test_behind_haproxy_the_writer_dies_under_load_and_no_get_fails(
+    replicas: list[Replica], haproxy: str
+) -> None:
+    """Issue 13's failover, on one machine: three replicas sharing a MongoDB database
+    behind HAProxy, four readers and four SSE subscribers; the checkpoint writer is
+    killed, another takes the lease, the killed one comes back from that checkpoint."""
+    async with aiohttp.ClientSession() as http:
+        for replica in replicas:
+            await wait_until(lambda r=replica: ready(http, r), 30, f"{replica.name} ready")
+        await in_rotation(http, haproxy, {replica.name for replica in replicas})
         last = {"type": "view", "session_id": "s29", "item_id": "lamp", "event_id": "last"}
-        body = orjson.dumps([*history(), {**last, "ts": 1_700_010_000.0}])
-        async with http.post(haproxy + "/v1/events", data=body, headers=JSON) as response:
-            assert response.status == 202, await response.text()
+        published = [*history(), {**last, "ts": 1_700_010_000.0}]
+        await post_events(http, haproxy, published)
         for replica in replicas:
             listed = await get(http, replica.base + "/v1/popular", after="last")
             assert listed["model"]["after"] is True
+        doomed = await the_writer(http, replicas)
+        survivors = [replica for replica in replicas if replica is not doomed]
+        status, body = await checkpoint(http, doomed)
+        assert status == 200, body
         # Live streams through HAProxy, spread over the replicas by round robin.
         stream_url = haproxy + "/v1/sessions/s29/stream?k=5"
         streams = []
-        for _ in range(4):
+        for _ in range(6):
             stream = await http.get(stream_url)
             assert stream.status == 200
             streams.append((stream, await next_message(stream)))
-        listed = await get(http, survivor.base + "/v1/recommendations", session_id="s29", k="5")
+        listed = await get(http, survivors[0].base + "/v1/recommendations", session_id="s29", k="5")
         current = listed["items"]
         assert all(first.data["items"] == current for _, first in streams)
 
-        # Readers hammer HAProxy while the first replica is killed.
+        # Readers hammer HAProxy while the writer is killed.
         statuses: list[int | str] = []
         stop = asyncio.Event()
         url = haproxy + "/v1/recommendations?session_id=s29&k=5"
         readers = [asyncio.create_task(read_until(http, url, stop, statuses)) for _ in range(4)]
         await asyncio.sleep(1.0)
         before = len(statuses)
-        doomed.process.kill()  # SIGKILL: no goodbye to HAProxy or to the streams
-        doomed.process.wait()
+        doomed.kill()
+        killed_at = time.monotonic()
         await asyncio.sleep(4.0)  # past HAProxy's health checks (fall 2, inter 1 s)
         stop.set()
         await asyncio.gather(*readers)
@@ -285,3 +426,32 @@ async def test_behind_haproxy_a_replica_dies_under_load_and_no_get_fails(
                 message = await next_message(again)
             assert time.monotonic() - started < 2.0
             assert message.data["items"] == current
+
+        # Another replica holds the lease within store.lease_s (plus a second's poll).
+        new_writer = await the_writer(http, survivors)
+        assert time.monotonic() - killed_at <= LEASE_S + 1.5 + 4.0  # the 4 s of readers
+        more = [{**event, "session_id": "late-" + str(event["session_id"])} for event in history()]
+        more[-1]["event_id"] = "more"
+        published += more
+        await post_events(http, haproxy, more)
+        await get(http, new_writer.base + "/v1/popular", after="more")
+        status, newest = await checkpoint(http, new_writer)
+        assert status == 200, newest
+
+        # Back: restored from the checkpoint another replica wrote, then caught up.
+        doomed.start()
+        await wait_until(lambda: ready(http, doomed), 30, f"{doomed.name} ready again")
+        (restored,) = doomed.logged("restored")
+        assert restored["checkpoint"] == newest["id"]
+        queries = ["/v1/recommendations?session_id=s29&k=8", "/v1/popular?k=10"]
+        answers = {}
+        for replica in replicas:
+            answers[replica.name] = []
+            for path in queries:
+                async with http.get(replica.base + path + "&after=more") as response:
+                    answers[replica.name].append(await response.json())
+        for replica in replicas:
+            for answer, reference in zip(answers[replica.name], answers[doomed.name], strict=True):
+                # No event lost or counted twice, on any replica.
+                assert answer["model"]["events"] == len(published)
+                assert answer["items"] == reference["items"]
