@@ -9,13 +9,17 @@ runs out. This replica counts the lease as its own for two thirds of `lease_s` a
 the start of its last successful renewal: a third of a lease less than the store
 grants, a margin for clocks and pauses, and time for one failed renewal.
 
-A replica restarted under the same `server.instance` takes its own lease back at once;
-one under a new name (the default, host and pid) waits until the old lease expires.
+A replica restarted under the same `server.instance` takes its own lease back at once.
+So does one under the default name (host and pid) when the holder's name is the
+default name of a process of this host that no longer runs; any other waits until the
+old lease expires.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from typing import Final
 
@@ -44,15 +48,14 @@ class CheckpointLease:
         return time.monotonic() < self._held_until
 
     async def renew(self) -> bool:
-        """Take or renew the lease now; whether this replica holds it afterwards. A
-        store that fails leaves the lease counted as before, until it runs out."""
+        """Take or renew the lease now; whether this replica holds it afterwards.
+        StoreError when the store fails: the lease then counts as before, until it
+        runs out."""
         started = time.monotonic()
         was_held = self.held
-        try:
-            holder = await self.store.take_lease(self.holder, self.lease_s)
-        except StoreError as exc:
-            logger.debug("checkpoint_lease_unknown", error=str(exc))
-            return self.held
+        holder = await self.store.take_lease(self.holder, self.lease_s)
+        if holder != self.holder and ended_on_this_host(holder):
+            holder = await self.store.take_lease(self.holder, self.lease_s, replacing=holder)
         if holder == self.holder:
             self._held_until = started + self.lease_s * 2 / 3
             if not was_held:
@@ -69,7 +72,11 @@ class CheckpointLease:
     async def keep(self) -> None:
         """Renew while held, ask while not; until cancelled."""
         while True:
-            held = await self.renew()
+            try:
+                held = await self.renew()
+            except StoreError as exc:  # the checkpoints report the outage
+                logger.debug("checkpoint_lease_unknown", error=str(exc))
+                held = self.held
             await asyncio.sleep(self.lease_s / 3 if held else min(RETRY_S, self.lease_s / 3))
 
     async def release(self) -> None:
@@ -83,3 +90,19 @@ class CheckpointLease:
             logger.warning("checkpoint_lease_not_released", error=str(exc))
             return
         logger.info("checkpoint_lease_released")
+
+
+def ended_on_this_host(holder: str) -> bool:
+    """Whether `holder` is a default name (server.instance: host and pid) of a process
+    of this host that no longer runs. A pid taken again by another process keeps the
+    lease in place until it expires, which is merely slower."""
+    host, _, pid = holder.rpartition("-")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it runs, under another user
+        return False
+    return False

@@ -137,10 +137,11 @@ class CheckpointStore(Protocol):
         """Remove chunks left by checkpoints that never completed (only the lease's
         holder calls it: another writer's checkpoint in progress would go too)."""
 
-    async def take_lease(self, holder: str, lease_s: float) -> str:
+    async def take_lease(self, holder: str, lease_s: float, replacing: str = "") -> str:
         """Take the checkpoint writer's lease for `holder`, or renew it, if it is free,
-        expired or held by `holder` already, for `lease_s` seconds from now; the name
-        of the holder afterwards (`holder` itself when it has the lease)."""
+        expired or held by `holder` already (or by `replacing`, a holder known to be
+        dead), for `lease_s` seconds from now; the name of the holder afterwards
+        (`holder` itself when it has the lease)."""
 
     async def release_lease(self, holder: str) -> None:
         """Give the lease up, if `holder` holds it, so that another takes it at once."""

@@ -157,7 +157,8 @@ class FileStore:
             if not path.with_suffix(".json").exists():
                 path.unlink(missing_ok=True)
 
-    async def take_lease(self, holder: str, lease_s: float) -> str:
+    async def take_lease(self, holder: str, lease_s: float, replacing: str = "") -> str:
+        # A dead holder's lock is gone already: `replacing` has nothing to add.
         try:
             return await asyncio.to_thread(self._take_lease, holder)
         except OSError as exc:

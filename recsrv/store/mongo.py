@@ -207,13 +207,16 @@ class MongoStore:
         except PyMongoError as exc:
             raise StoreError(f"cannot delete incomplete checkpoints: {exc}") from exc
 
-    async def take_lease(self, holder: str, lease_s: float) -> str:
+    async def take_lease(self, holder: str, lease_s: float, replacing: str = "") -> str:
         leases = self._database()["leases"]
         now = time.time()
+        takeable: list[dict[str, Any]] = [{"holder": holder}, {"expires_at": {"$lt": now}}]
+        if replacing:
+            takeable.append({"holder": replacing})
         try:
             try:
                 await leases.update_one(
-                    {"_id": LEASE_ID, "$or": [{"holder": holder}, {"expires_at": {"$lt": now}}]},
+                    {"_id": LEASE_ID, "$or": takeable},
                     {"$set": {"holder": holder, "expires_at": now + lease_s}},
                     upsert=True,
                 )

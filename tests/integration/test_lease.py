@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ import pytest
 
 from recsrv.config import StoreConfig
 from recsrv.errors import StoreError
-from recsrv.lease import CheckpointLease
+from recsrv.lease import CheckpointLease, ended_on_this_host
 from recsrv.store import CheckpointHead, CheckpointStore, ChunkList, open_store
 from recsrv.store.files import LEASE_FILE, FileStore
 
@@ -201,3 +202,50 @@ async def test_the_lease_counts_as_held_for_two_thirds_of_lease_s(tmp_path: Path
     finally:
         await store.close()
         await other.close()
+
+
+MONGO_HOLDER = """
+import asyncio, os, socket, sys
+from recsrv.store.mongo import MongoStore
+async def main():
+    store = MongoStore(sys.argv[1])
+    await store.open()
+    name = f"{socket.gethostname()}-{os.getpid()}"  # server.instance's default
+    print(await store.take_lease(name, 30.0), flush=True)
+    await asyncio.sleep(600)
+asyncio.run(main())
+"""
+
+
+async def test_a_dead_process_of_this_host_under_a_default_name_gives_way_at_once(
+    mongo_store: StoreConfig,
+) -> None:
+    """kill -9 of a lone replica under the default name (host and pid), then a restart
+    (another pid): the new process need not wait store.lease_s to write again."""
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        MONGO_HOLDER,
+        mongo_store.url,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+    store = await opened(mongo_store)
+    try:
+        assert holder.stdout is not None
+        name = (await asyncio.wait_for(holder.stdout.readline(), 30)).strip().decode()
+        assert name == f"{socket.gethostname()}-{holder.pid}"
+        lease = CheckpointLease(store, "restarted", 30.0)
+        assert not await lease.renew()  # it runs: its lease stands
+        assert lease.seen_holder == name and not ended_on_this_host(name)
+        holder.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(holder.wait(), 10)
+        assert ended_on_this_host(name)
+        assert await lease.renew()  # at once, not 30 s later
+        assert not ended_on_this_host("elsewhere-1")
+        assert not ended_on_this_host(f"{socket.gethostname()}-{os.getpid()}")
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+            await holder.wait()
+        await store.close()
