@@ -20,6 +20,7 @@ from recsrv.errors import StoreError
 from recsrv.lease import CheckpointLease, ended_on_this_host
 from recsrv.store import CheckpointHead, CheckpointStore, ChunkList, open_store
 from recsrv.store.files import LEASE_FILE, FileStore
+from tests.conftest import NxServer
 
 
 @pytest.fixture(params=["files", "mongodb"])
@@ -249,3 +250,22 @@ async def test_a_dead_process_of_this_host_under_a_default_name_gives_way_at_onc
             holder.kill()
             await holder.wait()
         await store.close()
+
+
+async def test_a_store_down_is_a_store_error_not_a_lease_held_elsewhere(tmp_path: Path) -> None:
+    """A checkpoint asked for while the store is down must say the store is down (503),
+    also once the lease has run out, not that another replica writes (409)."""
+    server = NxServer(tmp_path)
+    await asyncio.to_thread(server.start)
+    store = await opened(StoreConfig(url=f"{server.url}/recsrv"))
+    try:
+        lease = CheckpointLease(store, "replica-a", 1.5)
+        assert await lease.renew()
+        await asyncio.to_thread(server.stop)
+        await asyncio.sleep(1.1)  # past 2/3 of lease_s: no longer counted as held
+        with pytest.raises(StoreError):
+            await lease.renew()
+        assert not lease.held
+    finally:
+        await store.close()
+        await asyncio.to_thread(server.stop)
