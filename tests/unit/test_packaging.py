@@ -628,3 +628,184 @@ def test_interpolation_follows_compose(text: str, env: dict[str, str], expected:
     assert interpolate(text, env) == expected
     with pytest.raises(MissingVariable, match="need A"):
         interpolate("${A:?need A}", {"A": ""})
+
+
+# ------------------------------------------------------------------ replicas compose
+
+REPLICAS_COMPOSE = REPO / "docker-compose.replicas.yml"
+REPLICAS_ENV = {**DEPLOY_ENV, "RABBITMQ_ERLANG_COOKIE": "cookie0123"}
+NODES = ("1", "2", "3")
+
+
+def replicas_compose_problems(document: Mapping[str, Any]) -> list[str]:
+    """Everything wrong with the three-replica compose file: three recsrv replicas
+    sharing one stream and one MongoDB replica set, each on its own RabbitMQ node of
+    one cluster, behind HAProxy with deploy/haproxy.cfg."""
+    services = document.get("services", {})
+    wanted = [f"{kind}-{n}" for kind in ("rabbitmq", "mongo", "recsrv") for n in NODES]
+    problems = [f"no {name} service" for name in [*wanted, "mongo-init", "haproxy"]]
+    problems = [
+        p for p in problems if p.removeprefix("no ").removesuffix(" service") not in services
+    ]
+    if problems:
+        return problems
+    problems += _cluster_problems(services)
+    problems += _replica_set_problems(services)
+    configs = []
+    for n in NODES:
+        env = environment_of(services[f"recsrv-{n}"])
+        key_problems = _env_key_problems(env)
+        if key_problems:
+            problems += [f"recsrv-{n}: {problem}" for problem in key_problems]
+            continue
+        configs.append(Config.from_mapping({}, env))
+        problems += _replica_problems(n, configs[-1], services)
+    if len(configs) == len(NODES):
+        problems += _shared_problems(configs, services["haproxy"])
+    return problems
+
+
+def _replica_problems(n: str, config: Config, services: Mapping[str, Any]) -> list[str]:
+    problems = []
+    replica = services[f"recsrv-{n}"]
+    url = urlsplit(config.broker.url)
+    if (url.hostname, url.port or 5672) != (f"rabbitmq-{n}", 5672):
+        problems.append(f"recsrv-{n} does not read from RabbitMQ node rabbitmq-{n}")
+    rabbit_env = environment_of(services[f"rabbitmq-{n}"])
+    expected = tuple(rabbit_env.get(f"RABBITMQ_DEFAULT_{key}") for key in ("USER", "PASS", "VHOST"))
+    if (url.username, url.password, url.path[1:]) != expected:
+        problems.append(f"recsrv-{n}'s credentials or vhost do not match rabbitmq-{n}'s")
+    if config.server.host != "0.0.0.0":
+        problems.append(f"recsrv-{n} listens on {config.server.host}, unreachable by HAProxy")
+    if replica.get("ports"):
+        problems.append(f"recsrv-{n} publishes ports: only HAProxy should")
+    depends = replica.get("depends_on", {})
+    for node in NODES:
+        if depends.get(f"rabbitmq-{node}", {}).get("condition") != "service_healthy":
+            problems.append(f"recsrv-{n} does not wait for rabbitmq-{node} to be healthy")
+    if depends.get("mongo-init", {}).get("condition") != "service_completed_successfully":
+        problems.append(f"recsrv-{n} does not wait for the replica set to be initiated")
+    if not config.auth.secret_keys:
+        problems.append(f"recsrv-{n} has no secret API key: the API would be open")
+    build = replica.get("build")
+    if not isinstance(build, str) or not (REPO / build / "Dockerfile").is_file():
+        problems.append(f"recsrv-{n} is not built from this repository's Dockerfile")
+    return problems
+
+
+def _cluster_problems(services: Mapping[str, Any]) -> list[str]:
+    problems = []
+    cookies = set()
+    for n in NODES:
+        node = services[f"rabbitmq-{n}"]
+        if node.get("hostname") != f"rabbitmq-{n}":
+            problems.append(f"rabbitmq-{n}'s hostname is not rabbitmq-{n}: its node name")
+        if not node.get("healthcheck", {}).get("test"):
+            problems.append(f"rabbitmq-{n} has no healthcheck")
+        env = environment_of(node)
+        cookies.add(
+            (env.get("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"), env.get("RABBITMQ_CTL_ERL_ARGS"))
+        )
+        mounts = [str(volume).split(":") for volume in node.get("volumes", [])]
+        conf = [m for m in mounts if m[1:2] == ["/etc/rabbitmq/conf.d/20-cluster.conf"]]
+        if not conf or not (REPO / conf[0][0]).is_file():
+            problems.append(f"rabbitmq-{n} does not mount the cluster's configuration")
+            continue
+        listed = re.findall(r"classic_config\.nodes\.\d+ = (\S+)", (REPO / conf[0][0]).read_text())
+        if sorted(listed) != [f"rabbit@rabbitmq-{node}" for node in NODES]:
+            problems.append(f"the cluster's configuration lists {listed}, not the three nodes")
+    if len(cookies) != 1 or not all("-setcookie" in str(arg) for arg in next(iter(cookies))):
+        problems.append("the RabbitMQ nodes do not share one Erlang cookie (server and CLI)")
+    return problems
+
+
+def _replica_set_problems(services: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for n in NODES:
+        command = services[f"mongo-{n}"].get("command", [])
+        if "--replSet" not in command or command[command.index("--replSet") + 1] != "rs0":
+            problems.append(f"mongo-{n} is not a member of replica set rs0")
+    script = " ".join(map(str, services["mongo-init"].get("command", [])))
+    for n in NODES:
+        if f'host: "mongo-{n}:27017"' not in script:
+            problems.append(f"mongo-init does not add mongo-{n} to the replica set")
+    if 'rs.initiate({_id: "rs0"' not in script:
+        problems.append("mongo-init does not initiate rs0")
+    return problems
+
+
+def _shared_problems(configs: list[Config], haproxy: Mapping[str, Any]) -> list[str]:
+    problems = []
+    first = configs[0]
+    if len({config.server.instance for config in configs}) != len(configs) or not all(
+        config.server.instance for config in configs
+    ):
+        problems.append("the replicas' server.instance names are not set and distinct")
+    names = {(c.broker.exchange, c.broker.queue) for c in configs}
+    if len(names) != 1:
+        problems.append(f"the replicas read different streams: {names}")
+    if len({config.store for config in configs}) != 1:
+        problems.append("the replicas do not share one store configuration")
+    url = urlsplit(first.store.url)
+    hosts = sorted(url.netloc.split(","))
+    if url.scheme != "mongodb" or hosts != [f"mongo-{n}:27017" for n in NODES]:
+        problems.append(f"store.url {first.store.url} does not name the three mongo members")
+    if "replicaSet=rs0" not in url.query or not url.path.strip("/"):
+        problems.append(f"store.url {first.store.url} names no replica set or no database")
+    mounts = [str(volume).split(":") for volume in haproxy.get("volumes", [])]
+    if ["./deploy/haproxy.cfg", "/usr/local/etc/haproxy/haproxy.cfg", "ro"] not in mounts:
+        problems.append("haproxy does not run deploy/haproxy.cfg")
+    env = environment_of(haproxy)
+    targets = [env.get(f"RECSRV_{n}") for n in NODES]
+    if targets != [f"recsrv-{n}:{c.server.port}" for n, c in zip(NODES, configs, strict=True)]:
+        problems.append(f"haproxy's RECSRV_1..3 {targets} are not the three replicas")
+    listen = env.get("RECSRV_LISTEN", "")
+    if [port for port in container_ports(haproxy)] != [int(listen.rpartition(":")[2] or 0)]:
+        problems.append(f"haproxy publishes {haproxy.get('ports')}, not RECSRV_LISTEN {listen}")
+    return problems
+
+
+def test_the_replicas_compose_file_has_no_problem() -> None:
+    document = load_compose(REPLICAS_COMPOSE.read_text(), REPLICAS_ENV)
+    assert replicas_compose_problems(document) == []
+    for missing in ("RECSRV_SECRET_KEY", "RABBITMQ_PASSWORD", "RABBITMQ_ERLANG_COOKIE"):
+        without = {k: v for k, v in REPLICAS_ENV.items() if k != missing}
+        with pytest.raises(MissingVariable, match=missing):
+            load_compose(REPLICAS_COMPOSE.read_text(), without)
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (replacing("  recsrv-3:\n", "  recsrv-4:\n"), "no recsrv-3 service"),
+        (replacing("hostname: rabbitmq-2", "hostname: rabbit2"), "hostname is not rabbitmq-2"),
+        (replacing("@rabbitmq-2:5672/recsrv", "@rabbitmq-1:5672/recsrv"), "node rabbitmq-2"),
+        (
+            replacing("RECSRV_SERVER__INSTANCE: recsrv-3", "RECSRV_SERVER__INSTANCE: recsrv-1"),
+            "distinct",
+        ),
+        (replacing("mongo-3:27017/recsrv?", "mongo-4:27017/recsrv?"), "three mongo members"),
+        (replacing("?replicaSet=rs0", ""), "no replica set"),
+        (replacing('"--replSet", "rs0"', '"--replSet", "rs1"'), "not a member of replica set rs0"),
+        (replacing('{_id: 2, host: "mongo-3:27017"}', ""), "does not add mongo-3"),
+        (
+            replacing("condition: service_completed_successfully", "condition: service_started"),
+            "initiated",
+        ),
+        (replacing("RECSRV_3: recsrv-3:8080", "RECSRV_3: recsrv-2:8080"), "not the three replicas"),
+        (replacing("./deploy/haproxy.cfg:", "./haproxy.cfg:"), "does not run deploy/haproxy.cfg"),
+        (
+            replacing("RABBITMQ_CTL_ERL_ARGS: -setcookie", "RABBITMQ_CTL_ERL_ARGS: -x"),
+            "Erlang cookie",
+        ),
+        (
+            replacing("RECSRV_SERVER__HOST: 0.0.0.0", "RECSRV_SERVER__HOST: 127.0.0.1"),
+            "unreachable",
+        ),
+        (replacing('RECSRV_STORE__LEASE_S: "30"', 'RECSRV_STORE__LEASE_S: "0"'), "does not load"),
+    ],
+)
+def test_each_replicas_compose_check_can_fail(edit: Edit, problem: str) -> None:
+    document = load_compose(edit(REPLICAS_COMPOSE.read_text()), REPLICAS_ENV)
+    problems = replicas_compose_problems(document)
+    assert any(problem in found for found in problems), problems
