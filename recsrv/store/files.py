@@ -171,9 +171,11 @@ class FileStore:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            name = os.pread(descriptor, 256, 0).decode(errors="replace")
+            name = os.pread(descriptor, 256, 0).decode(errors="replace") or "another process"
             os.close(descriptor)
-            return name or "another process"
+            # Another process, or another store of this one, under the same name: still
+            # not this store's lease.
+            return name if name != holder else f"{name} (another holder of that name)"
         except BaseException:
             os.close(descriptor)
             raise

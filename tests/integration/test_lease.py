@@ -269,3 +269,18 @@ async def test_a_store_down_is_a_store_error_not_a_lease_held_elsewhere(tmp_path
     finally:
         await store.close()
         await asyncio.to_thread(server.stop)
+
+
+async def test_a_file_lease_held_under_the_same_name_by_another_store_is_not_ours(
+    tmp_path: Path,
+) -> None:
+    """Two servers of one process (one default name) on one directory: one writer."""
+    first, second = FileStore(str(tmp_path / "store")), FileStore(str(tmp_path / "store"))
+    await first.open()
+    await second.open()
+    try:
+        assert await first.take_lease("host-1", 30.0) == "host-1"
+        assert await second.take_lease("host-1", 30.0) != "host-1"
+    finally:
+        await first.close()
+        await second.close()
