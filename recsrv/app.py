@@ -15,6 +15,12 @@ Shutdown on SIGTERM or SIGINT, in this order:
    event log. Exit status 0.
 A second signal exits at once with status 1: the newest complete checkpoint stays
 the one a restart restores, and the stream replays the rest.
+
+A worker of `recsrv run --workers N` (recsrv.workers) runs the same way, with a
+`WorkerPlace`: it binds the port with SO_REUSEPORT, serves its own metrics to its
+siblings on a unix socket (recsrv.worker_metrics) and answers /metrics for all of
+them, stops when its supervisor is gone, and takes a repeat of the stop signal
+within SIGNAL_ECHO_S for the same stop.
 """
 
 from __future__ import annotations
@@ -35,15 +41,18 @@ from recsrv.broker import Delivery, EventLog, open_event_log
 from recsrv.broker.memory import MemoryEventLog
 from recsrv.checkpointer import Checkpointer
 from recsrv.config import Config
+from recsrv.errors import StoreError
 from recsrv.events import Event
-from recsrv.http.api import CHECKPOINTER, RUNTIME, add_routes, error_middleware
+from recsrv.http.api import ALL_WORKERS, CHECKPOINTER, RUNTIME, add_routes, error_middleware
 from recsrv.http.cors import install_cors
 from recsrv.http.observe import install_observability
 from recsrv.http.security import install_security
 from recsrv.http.sse import SseHub
 from recsrv.http.storefront import SSE_HUB, add_storefront_routes, make_hub
 from recsrv.runtime import Runtime
-from recsrv.store import CheckpointStore, open_store
+from recsrv.store import CheckpointInfo, CheckpointStore, open_store
+from recsrv.worker_metrics import WorkerMetrics, serve_own_metrics
+from recsrv.workers import SIGNAL_ECHO_S, WorkerPlace, watch_supervisor
 
 logger = structlog.get_logger("recsrv")
 
@@ -158,6 +167,21 @@ class StateTask:
 STATE_TASK = web.AppKey("state_task", StateTask)
 
 
+class RestoreOnly(Checkpointer):
+    """A checkpointer that restores and never writes: workers other than worker 0 of
+    `recsrv run --workers N` share worker 0's store. A stand-in for the checkpoint
+    lease (store.lease_s), to be removed with its one use in `serve` once it lands."""
+
+    async def run(self) -> None:
+        return
+
+    async def final(self) -> None:
+        return
+
+    async def checkpoint(self) -> CheckpointInfo:
+        raise StoreError("only worker 0 of recsrv run --workers writes checkpoints")
+
+
 def _report_end(runtime: Runtime, task: asyncio.Task[None]) -> None:
     """The consumer only ends on a bug: say so loudly and stop being ready."""
     if not task.cancelled() and task.exception() is not None:
@@ -184,10 +208,17 @@ async def _load_demo(runtime: Runtime) -> None:
     logger.info("demo_loaded", events=len(events))
 
 
-async def serve(config: Config, stop: asyncio.Event, demo: bool = False) -> None:
-    """Serve until `stop` is set, then shut down in order."""
+async def serve(
+    config: Config, stop: asyncio.Event, demo: bool = False, worker: WorkerPlace | None = None
+) -> None:
+    """Serve until `stop` is set, then shut down in order; `worker`: as that worker."""
     app = build_app(config)
     runtime = app[RUNTIME]
+    if worker is not None:
+        app[ALL_WORKERS] = WorkerMetrics(runtime.metrics, str(worker.index), worker.siblings())
+        # Stand-in for the checkpoint lease (store.lease_s); remove with RestoreOnly.
+        if worker.index > 0:
+            app[CHECKPOINTER] = app[STATE_TASK].checkpointer = RestoreOnly(runtime)
     if demo:
         demo_task = asyncio.create_task(_load_demo(runtime), name="recsrv-demo")
         app.on_shutdown.append(lambda _: _cancel(demo_task))
@@ -204,11 +235,20 @@ async def serve(config: Config, stop: asyncio.Event, demo: bool = False) -> None
         logger.warning("no API keys configured: the API is open to anyone who can reach it")
     runner = web.AppRunner(app, shutdown_timeout=config.server.shutdown_timeout_s, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.server.host, config.server.port)
+    site = web.TCPSite(
+        runner, config.server.host, config.server.port, reuse_port=worker is not None
+    )
     await site.start()
     logger.info("listening", url=f"http://{config.server.host}:{config.server.port}")
     try:
-        await stop.wait()
+        async with contextlib.AsyncExitStack() as duties:
+            if worker is not None:
+                # Its socket appearing also tells the supervisor that it listens.
+                path = worker.socket(worker.index)
+                await duties.enter_async_context(serve_own_metrics(runtime.metrics, path))
+                watch = asyncio.create_task(watch_supervisor(stop), name="recsrv-supervisor")
+                duties.push_async_callback(_cancel, watch)
+            await stop.wait()
     finally:
         logger.info("stopping")
         await runner.cleanup()
@@ -221,23 +261,31 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
-def run(config: Config, demo: bool = False) -> int:
-    """Run the server in this process until SIGINT or SIGTERM."""
+def run(config: Config, demo: bool = False, worker: WorkerPlace | None = None) -> int:
+    """Run the server in this process until SIGINT or SIGTERM; `worker`: as that worker
+    of `recsrv run --workers N`."""
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        signalled_at: float | None = None
 
         def on_signal() -> None:
+            nonlocal signalled_at
+            now = time.monotonic()
+            echo = signalled_at is not None and now - signalled_at < SIGNAL_ECHO_S
+            if worker is not None and echo:
+                return  # the same stop, also forwarded by the supervisor (recsrv.workers)
             if stop.is_set():
                 # Second signal: do not wait for a clean shutdown.
                 logger.warning("exiting_at_once", reason="second signal during shutdown")
                 os._exit(1)
             stop.set()
+            signalled_at = now
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
-        await serve(config, stop, demo)
+        await serve(config, stop, demo, worker)
 
     asyncio.run(main())
     return 0

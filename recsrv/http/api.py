@@ -31,11 +31,14 @@ from recsrv.events import (
 )
 from recsrv.http.openapi import openapi_document
 from recsrv.runtime import Runtime
+from recsrv.worker_metrics import WorkerMetrics
 
 logger = structlog.get_logger("recsrv.http")
 
 RUNTIME = web.AppKey("runtime", Runtime)
 CHECKPOINTER = web.AppKey("checkpointer", Checkpointer)
+# In a worker of `recsrv run --workers N`: every worker's figures, for /metrics.
+ALL_WORKERS = web.AppKey("all_workers", WorkerMetrics)
 
 MAX_ID_CHARS = 128
 MAX_K = 100
@@ -435,10 +438,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    return web.Response(
-        body=runtime.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
+    workers = request.app.get(ALL_WORKERS)
+    body = request.app[RUNTIME].metrics.render() if workers is None else await workers.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def openapi(request: web.Request) -> web.Response:
