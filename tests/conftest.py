@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -277,10 +277,25 @@ JSON = {"Content-Type": "application/json"}
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def broker_env(config: BrokerConfig) -> dict[str, str]:
+    """The environment that points a `recsrv` process at the stream of `config`."""
+    return {
+        "RECSRV_BROKER__URL": config.url,
+        "RECSRV_BROKER__EXCHANGE": config.exchange,
+        "RECSRV_BROKER__QUEUE": config.queue,
+        "RECSRV_BROKER__INVALID_EXCHANGE": config.invalid_exchange,
+        "RECSRV_BROKER__MAX_AGE": config.max_age,
+    }
+
+
 def spawn_recsrv(
-    tmp_path: Path, port: int, env: dict[str, str], command: str = "run"
+    tmp_path: Path,
+    port: int,
+    env: dict[str, str],
+    command: str = "run",
+    args: Sequence[str] = (),
 ) -> tuple[subprocess.Popen[bytes], Path]:
-    """A real `python -m recsrv COMMAND` in `tmp_path` on `port`, checkpointing to
+    """A real `python -m recsrv COMMAND ARGS` in `tmp_path` on `port`, checkpointing to
     tmp_path/store, with `env` over ours; its JSON log goes to tmp_path/server.log."""
     full_env = {
         **os.environ,
@@ -293,7 +308,7 @@ def spawn_recsrv(
     log = tmp_path / "server.log"
     with log.open("wb") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "recsrv", command],
+            [sys.executable, "-m", "recsrv", command, *args],
             cwd=tmp_path,
             env=full_env,
             stdout=out,

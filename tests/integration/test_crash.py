@@ -25,7 +25,7 @@ import orjson
 import pytest
 
 from recsrv.config import BrokerConfig, StoreConfig
-from tests.conftest import free_port, marker
+from tests.conftest import broker_env, free_port, marker
 from tests.integration.test_checkpoints import QUERIES
 
 EVENTS = 50_000
@@ -165,11 +165,7 @@ class Recsrv:
 
 def env_for(broker: BrokerConfig, store: StoreConfig) -> dict[str, str]:
     return {
-        "RECSRV_BROKER__URL": broker.url,
-        "RECSRV_BROKER__EXCHANGE": broker.exchange,
-        "RECSRV_BROKER__QUEUE": broker.queue,
-        "RECSRV_BROKER__INVALID_EXCHANGE": broker.invalid_exchange,
-        "RECSRV_BROKER__MAX_AGE": broker.max_age,
+        **broker_env(broker),
         "RECSRV_STORE__URL": store.url,
         "RECSRV_STORE__CHECKPOINT_INTERVAL_S": "1",
     }

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from recsrv.config import BrokerConfig, ServerConfig, StoreConfig
 from recsrv.scoring.components import COMPONENTS
-from tests.conftest import AMQP_URL, ServerFactory, free_port, post_events, spawn_recsrv
+from tests.conftest import ServerFactory, broker_env, free_port, post_events, spawn_recsrv
 
 Client = TestClient[Any, Any]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -315,11 +315,7 @@ async def test_blend_figures_on_metrics_are_those_of_v1_model(
 ) -> None:
     port = free_port()
     env = {
-        "RECSRV_BROKER__URL": AMQP_URL,
-        "RECSRV_BROKER__EXCHANGE": amqp_config.exchange,
-        "RECSRV_BROKER__QUEUE": amqp_config.queue,
-        "RECSRV_BROKER__INVALID_EXCHANGE": amqp_config.invalid_exchange,
-        "RECSRV_BROKER__MAX_AGE": amqp_config.max_age,
+        **broker_env(amqp_config),
         "RECSRV_AUTH__SECRET_KEYS": SECRET,
         "RECSRV_AUTH__PUBLIC_KEYS": PUBLIC,
     }

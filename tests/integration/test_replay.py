@@ -24,7 +24,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from aiohttp.test_utils import TestClient
 
 from recsrv.config import BrokerConfig
-from tests.conftest import AMQP_URL, ServerFactory
+from tests.conftest import AMQP_URL, ServerFactory, broker_env
 
 TS = 1_700_000_000
 QUIET_S = 0.7
@@ -50,14 +50,7 @@ class Run:
 
 
 def env_for(config: BrokerConfig) -> dict[str, str]:
-    return {
-        **os.environ,
-        "RECSRV_BROKER__URL": config.url,
-        "RECSRV_BROKER__EXCHANGE": config.exchange,
-        "RECSRV_BROKER__QUEUE": config.queue,
-        "RECSRV_BROKER__INVALID_EXCHANGE": config.invalid_exchange,
-        "RECSRV_BROKER__MAX_AGE": config.max_age,
-    }
+    return {**os.environ, **broker_env(config)}
 
 
 def command(*args: str | Path) -> list[str]:

@@ -28,6 +28,7 @@ from recsrv.config import BrokerConfig, StoreConfig
 from tests.conftest import (
     JSON,
     ROOT,
+    broker_env,
     end_process,
     free_port,
     next_message,
@@ -88,13 +89,9 @@ def start_replicas(
             end_process(process, within_s=20)
 
 
-def broker_env(amqp_config: BrokerConfig) -> dict[str, str]:
+def replica_env(amqp_config: BrokerConfig) -> dict[str, str]:
     return {
-        "RECSRV_BROKER__URL": amqp_config.url,
-        "RECSRV_BROKER__EXCHANGE": amqp_config.exchange,
-        "RECSRV_BROKER__QUEUE": amqp_config.queue,
-        "RECSRV_BROKER__INVALID_EXCHANGE": amqp_config.invalid_exchange,
-        "RECSRV_BROKER__MAX_AGE": amqp_config.max_age,
+        **broker_env(amqp_config),
         "RECSRV_STORE__LEASE_S": str(LEASE_S),
         "RECSRV_STORE__CHECKPOINT_INTERVAL_S": "3600",  # only those the test asks for
     }
@@ -106,7 +103,7 @@ def replicas(
 ) -> Iterator[list[Replica]]:
     """Three `recsrv run` on the stream of amqp_config (names of this test's own),
     sharing one MongoDB database."""
-    env = {**broker_env(amqp_config), "RECSRV_STORE__URL": mongo_store.url}
+    env = {**replica_env(amqp_config), "RECSRV_STORE__URL": mongo_store.url}
     yield from start_replicas(tmp_path, env, ("replica-a", "replica-b", "replica-c"))
 
 
@@ -119,7 +116,7 @@ def pair_sharing_a_store(
         url = f"file://{tmp_path / 'shared-store'}"
     else:
         url = request.getfixturevalue("mongo_store").url
-    env = {**broker_env(amqp_config), "RECSRV_STORE__URL": url}
+    env = {**replica_env(amqp_config), "RECSRV_STORE__URL": url}
     yield from start_replicas(tmp_path, env, ("replica-a", "replica-b"))
 
 

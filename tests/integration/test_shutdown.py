@@ -26,7 +26,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from recsrv.app import STATE_TASK, build_app
 from recsrv.broker.memory import MemoryEventLog
 from recsrv.config import BrokerConfig, Config, StoreConfig
-from tests.conftest import JSON, free_port, wait_for_events
+from tests.conftest import JSON, broker_env, free_port, wait_for_events
 
 
 class Server:
@@ -228,16 +228,6 @@ class HeldUpload:
         return rest == b""
 
 
-def amqp_env(broker: BrokerConfig) -> dict[str, str]:
-    return {
-        "RECSRV_BROKER__URL": broker.url,
-        "RECSRV_BROKER__EXCHANGE": broker.exchange,
-        "RECSRV_BROKER__QUEUE": broker.queue,
-        "RECSRV_BROKER__INVALID_EXCHANGE": broker.invalid_exchange,
-        "RECSRV_BROKER__MAX_AGE": broker.max_age,
-    }
-
-
 def views(session: str, count: int, start: int = 0) -> list[dict[str, Any]]:
     return [
         {"type": "view", "session_id": session, "item_id": f"i{n % 7}", "ts": 1_700_000_000 + n}
@@ -259,7 +249,7 @@ async def test_sigterm_stops_consuming_ends_streams_finishes_requests_and_checkp
     tmp_path: Path, servers: list[Server], amqp_config: BrokerConfig, amqp_publish: Any
 ) -> None:
     timeout_s = 8.0
-    env = {**amqp_env(amqp_config), "RECSRV_SERVER__SHUTDOWN_TIMEOUT_S": str(timeout_s)}
+    env = {**broker_env(amqp_config), "RECSRV_SERVER__SHUTDOWN_TIMEOUT_S": str(timeout_s)}
     server = Server(tmp_path, env)
     servers.append(server)
     await server.start()
