@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"recsrv: {refusal}", file=sys.stderr)
             return 2
         if args.worker_index is not None:
+            if args.worker_dir is None:
+                print("recsrv: --worker-index needs --worker-dir", file=sys.stderr)
+                return 2
             place = workers.WorkerPlace(args.worker_index, args.workers, args.worker_dir)
             config = place.configure(config)
     # `recsrv evaluate --json` and `recsrv replay` print their results; logs must not mix in.

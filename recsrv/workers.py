@@ -246,6 +246,9 @@ def supervise(config: Config, count: int, config_path: str | None) -> int:
     if taken is not None:
         print(f"recsrv: {taken}", file=sys.stderr)
         return 1
+    cores = os.cpu_count() or 1
+    if count > cores:
+        logger.warning("more_workers_than_cores", workers=count, cores=cores)
     directory = Path(tempfile.mkdtemp(prefix="recsrv-workers-"))
     place = WorkerPlace(0, count, directory)
     supervisor = Supervisor(
