@@ -16,8 +16,15 @@ Prints requests/s and wrk's p50/p99 latency for each, the median ratio
 recsrv / bare (target >= 0.5) and recsrv's median p99 (target <= 10 ms), and how
 many events recsrv applied per second during its runs.
 
+With --workers N (N > 1), a second server, `recsrv run --workers N` on the same
+stream and port-sharing workers, is started once the first has built the state and
+waited for until every worker has applied it; each repetition then drives it too,
+with the same wrk command, and the median ratio of its requests/s to the one-worker
+server's is design P3w (target >= 1.5 for N = 2). Both servers ingest the events
+published during every run, so each run's machine load is the same for both.
+
     python bench/rest.py [--items 50000] [--sessions 40000] [--seconds 10]
-        [--connections 32] [--rate 1000] [--repeat 3] [--json PATH]
+        [--connections 32] [--rate 1000] [--repeat 3] [--workers 1] [--json PATH]
 
 (Not bench/http.py: a module named `http` next to the script would shadow the
 standard library's for everything the script imports.)
@@ -45,6 +52,7 @@ import aio_pika
 import aiohttp
 import aiormq
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 from services import AMQP_URL, delete_broker_objects, free_port, run_benchmark
 
 WRK = os.environ.get("RECSRV_BENCH_WRK", "wrk")
@@ -149,30 +157,37 @@ def batches(events: list[dict[str, Any]], size: int) -> Iterator[bytes]:
 
 @contextlib.asynccontextmanager
 async def recsrv_server(
-    workdir: Path, profile: str | None
+    workdir: Path, profile: str | None, workers: int = 1, stream: dict[str, str] | None = None
 ) -> AsyncIterator[tuple[str, dict[str, str], int]]:
-    """A `recsrv run` on RabbitMQ with names of its own, under cProfile if `profile`
-    names an output file; (base URL, env, pid)."""
+    """A `recsrv run [--workers N]` on RabbitMQ, on the stream named in `stream`'s
+    environment or (None) on names of its own, deleted afterwards; under cProfile if
+    `profile` names an output file; (base URL, env, pid)."""
     run_id = uuid.uuid4().hex[:8]
     port = free_port()
+    names = {
+        "RECSRV_BROKER__EXCHANGE": f"brest.{run_id}",
+        "RECSRV_BROKER__QUEUE": f"brest.{run_id}.q",
+        "RECSRV_BROKER__INVALID_EXCHANGE": f"brest.{run_id}.inv",
+    }
     env = {
         **os.environ,
         "RECSRV_SERVER__PORT": str(port),
         "RECSRV_LOG__LEVEL": "warning",
         "RECSRV_LOG__FORMAT": "json",
-        "RECSRV_STORE__URL": f"file://{workdir / 'state'}",
+        "RECSRV_STORE__URL": f"file://{workdir / f'state-{run_id}'}",
         # P6 measures checkpoints; here one mid-run would only add noise.
         "RECSRV_STORE__CHECKPOINT_INTERVAL_S": "3600",
         "RECSRV_BROKER__URL": AMQP_URL,
-        "RECSRV_BROKER__EXCHANGE": f"brest.{run_id}",
-        "RECSRV_BROKER__QUEUE": f"brest.{run_id}.q",
-        "RECSRV_BROKER__INVALID_EXCHANGE": f"brest.{run_id}.inv",
         "RECSRV_BROKER__MAX_AGE": "1h",
+        **(names if stream is None else {name: stream[name] for name in names}),
     }
-    log = (workdir / "recsrv.log").open("wb")
+    log = (workdir / f"recsrv-{run_id}.log").open("wb")
     profiler = ["-m", "cProfile", "-o", profile] if profile else []
     server = await asyncio.create_subprocess_exec(
-        sys.executable, *profiler, "-m", "recsrv", "run", env=env, stdout=log, stderr=log
+        *[sys.executable, *profiler, "-m", "recsrv", "run", "--workers", str(workers)],
+        env=env,
+        stdout=log,
+        stderr=log,
     )
     try:
         yield f"http://127.0.0.1:{port}", env, server.pid
@@ -180,7 +195,8 @@ async def recsrv_server(
         server.send_signal(signal.SIGTERM)
         await server.wait()
         log.close()
-        await delete_broker_objects(env)
+        if stream is None:
+            await delete_broker_objects(env)
 
 
 @contextlib.asynccontextmanager
@@ -234,6 +250,27 @@ async def poll(http: aiohttp.ClientSession, url: str, ok: Any, within_s: float =
 async def model_events(http: aiohttp.ClientSession, base: str) -> int:
     body = await poll(http, base + "/v1/popular?k=1", lambda body: True)
     return int(body["model"]["events"])
+
+
+async def every_worker_applied(base: str, workers: int, events: int, within_s: float) -> None:
+    """Until each of the `workers` of the server at `base` has applied `events` events
+    (read from its /metrics, which holds every worker's figures)."""
+    deadline = time.monotonic() + within_s
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(base + "/metrics") as response:
+                    text = await response.text()
+                applied = [
+                    sample.value
+                    for family in text_string_to_metric_families(text)
+                    if family.name == "recsrv_model_events"
+                    for sample in family.samples
+                ]
+                if len(applied) == workers and min(applied) >= events:
+                    return
+            await asyncio.sleep(0.5)
+    raise TimeoutError(f"not every one of {workers} workers applied {events:,} events")
 
 
 async def ingest(
@@ -342,10 +379,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     f"the bare server answers {len(body)} bytes (recsrv's list for "
                     f"{live[-1]}, strategy {strategy})"
                 )
-                results = await compare(
-                    args, http, base, exchange, shop, live, script, workdir, body_file
-                )
-                results["server_rss_mib"] = rss_mib(pid)
+                async with contextlib.AsyncExitStack() as more:
+                    bases = {"recsrv": base}
+                    if args.workers > 1:
+                        many = recsrv_server(workdir, None, args.workers, env)
+                        many_base, _, many_pid = await more.enter_async_context(many)
+                        await every_worker_applied(many_base, args.workers, total, 600)
+                        bases[f"recsrv --workers {args.workers}"] = many_base
+                        print(f"{args.workers} workers built the same state from the stream")
+                    results = await compare(
+                        args, http, bases, exchange, shop, live, script, workdir, body_file
+                    )
+                    results["server_rss_mib"] = rss_mib(pid)
+                    if args.workers > 1:
+                        results["workers_rss_mib"] = [rss_mib(c) for c in children(many_pid)]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return results
@@ -354,7 +401,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 async def compare(
     args: argparse.Namespace,
     http: aiohttp.ClientSession,
-    base: str,
+    bases: dict[str, str],
     exchange: aio_pika.abc.AbstractExchange,
     shop: Shop,
     live: list[str],
@@ -362,7 +409,11 @@ async def compare(
     workdir: Path,
     body_file: Path,
 ) -> dict[str, Any]:
+    """Each run: the one-worker server (`bases["recsrv"]`), the other servers of
+    `bases` (--workers), then the bare one, all with the same wrk command."""
+    base = bases["recsrv"]
     ours: list[dict[str, float]] = []
+    others: dict[str, list[dict[str, float]]] = {name: [] for name in bases if name != "recsrv"}
     bare: list[dict[str, float]] = []
     applied_rates: list[float] = []
     async with bare_server(body_file, workdir / "bare.log") as bare_base:
@@ -374,12 +425,16 @@ async def compare(
                 applied_rates.append(
                     (await model_events(http, base) - before) / (time.perf_counter() - started)
                 )
+                for name, runs in others.items():
+                    runs.append(await wrk(bases[name], script, args))
                 bare.append(await wrk(bare_base, script, args))
             finally:
                 feeder.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await feeder
             show("recsrv", ours[-1])
+            for name, runs in others.items():
+                show(name, runs[-1])
             show("bare  ", bare[-1])
     ratios = [o["rps"] / b["rps"] for o, b in zip(ours, bare, strict=True)]
     result = {
@@ -403,6 +458,21 @@ async def compare(
         ),
         "applied_events_s": statistics.median(applied_rates),
     }
+    for name, runs in others.items():
+        # P3w: the same wrk command against --workers N, as a ratio to one worker.
+        scaling = [o["rps"] / w["rps"] for o, w in zip(runs, ours, strict=True)]
+        result |= {
+            "workers": args.workers,
+            "workers_rps": statistics.median(r["rps"] for r in runs),
+            "workers_ratio": statistics.median(scaling),
+            "workers_ratio_runs": scaling,
+            "workers_p99_ms": statistics.median(r["p99_us"] for r in runs) / 1000,
+        }
+        print(
+            f"P3w {name}: {result['workers_rps']:,.0f} req/s, "
+            f"{result['workers_ratio']:.2f} x one worker (target >= 1.5 for 2; runs "
+            f"{', '.join(f'{r:.2f}' for r in scaling)}), p99 {result['workers_p99_ms']:.1f} ms"
+        )
     print(
         f"P3 GET /v1/recommendations, {args.connections} connections, {args.items:,} items, "
         f"ingesting {args.rate:,.0f} events/s: recsrv {result['recsrv_rps']:,.0f} req/s vs bare "
@@ -426,6 +496,11 @@ def show(name: str, figures: dict[str, float]) -> None:
     )
 
 
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as listed:
+        return [int(child) for child in listed.read().split()]
+
+
 def rss_mib(pid: int) -> float:
     with open(f"/proc/{pid}/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
@@ -445,6 +520,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", help="run recsrv under cProfile, writing stats here")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="also drive `recsrv run --workers N` in each run (P3w) when N > 1",
+    )
     run_benchmark(parser, run)
 
 

@@ -39,6 +39,15 @@ def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
             ["--items", "500", "--sessions", "300", "--seconds", "1", "--repeat", "1"],
             "P3 GET /v1/recommendations, 32 connections",
         ),
+        (
+            "rest.py",
+            [
+                *("--items", "500", "--sessions", "300", "--seconds", "1", "--repeat", "1"),
+                "--workers",
+                "2",
+            ],
+            "P3w recsrv --workers 2:",
+        ),
     ],
 )
 def test_benchmark_runs_and_reports(script: str, args: list[str], figure: str) -> None:
