@@ -154,6 +154,7 @@ class Supervisor:
         self.command = command
         self.place_socket = place_socket
         self.processes: dict[int, asyncio.subprocess.Process] = {}
+        # Exit statuses of the workers that were running when the stop came.
         self.statuses: dict[int, int] = {}
         self.stopping = asyncio.Event()
         # Why the supervisor gave up (workers kept failing to start), if it did.
@@ -205,8 +206,9 @@ class Supervisor:
                 self._forward(signal.SIGTERM)
             logger.info("worker_started", worker=index, pid=process.pid)
             status = await process.wait()
-            self.statuses[index] = status
             if self.stopping.is_set():
+                # Only a stop's statuses count: one that died before is not running.
+                self.statuses[index] = status
                 logger.info("worker_stopped", worker=index, pid=process.pid, status=status)
                 return
             listened = marker.exists()

@@ -10,6 +10,7 @@ find and kill it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -253,6 +254,24 @@ async def test_sigterm_stops_every_worker_cleanly(two_workers: Served, to: str) 
     writers = {line["instance"] for line in lines if line["event"] == "checkpoint_written"}
     assert len(writers) == 1
     assert not [line for line in lines if "checkpoint_failed" in line["event"]]
+
+
+async def test_workers_stop_when_their_supervisor_is_killed(two_workers: Served) -> None:
+    pids = {pid_of(instance) for instance in await ready_instances(two_workers)}
+    two_workers.process.kill()
+    two_workers.process.wait()
+    try:
+        # Orphans now: each notices within a second and shuts down in order.
+        await wait_until(lambda: all(exited(pid) for pid in pids), 20, "the workers gone")
+    finally:
+        for pid in pids:  # the fixture ends the supervisor only
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    lines = two_workers.log_lines()
+    assert {
+        pid_of(line["instance"]) for line in lines if line["event"] == "supervisor_gone"
+    } == pids
+    assert {pid_of(line["instance"]) for line in lines if line["event"] == "stopped"} == pids
 
 
 def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
