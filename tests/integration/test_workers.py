@@ -265,8 +265,9 @@ async def test_workers_stop_when_their_supervisor_is_killed(two_workers: Served)
         await wait_until(lambda: all(exited(pid) for pid in pids), 20, "the workers gone")
     finally:
         for pid in pids:  # the fixture ends the supervisor only
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                if b"--worker-index" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
     lines = two_workers.log_lines()
     assert {
         pid_of(line["instance"]) for line in lines if line["event"] == "supervisor_gone"
