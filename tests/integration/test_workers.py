@@ -256,6 +256,13 @@ async def test_sigterm_stops_every_worker_cleanly(two_workers: Served, to: str) 
     assert not [line for line in lines if "checkpoint_failed" in line["event"]]
 
 
+def kill_if_worker(pid: int) -> None:
+    """SIGKILL `pid` if it is still a worker (not a pid used again since)."""
+    with contextlib.suppress(OSError):
+        if b"--worker-index" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.kill(pid, signal.SIGKILL)
+
+
 async def test_workers_stop_when_their_supervisor_is_killed(two_workers: Served) -> None:
     pids = {pid_of(instance) for instance in await ready_instances(two_workers)}
     two_workers.process.kill()
@@ -265,9 +272,7 @@ async def test_workers_stop_when_their_supervisor_is_killed(two_workers: Served)
         await wait_until(lambda: all(exited(pid) for pid in pids), 20, "the workers gone")
     finally:
         for pid in pids:  # the fixture ends the supervisor only
-            with contextlib.suppress(OSError):
-                if b"--worker-index" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    os.kill(pid, signal.SIGKILL)
+            kill_if_worker(pid)
     lines = two_workers.log_lines()
     assert {
         pid_of(line["instance"]) for line in lines if line["event"] == "supervisor_gone"
