@@ -41,7 +41,6 @@ from recsrv.broker import Delivery, EventLog, open_event_log
 from recsrv.broker.memory import MemoryEventLog
 from recsrv.checkpointer import Checkpointer
 from recsrv.config import Config
-from recsrv.errors import StoreError
 from recsrv.events import Event
 from recsrv.http.api import ALL_WORKERS, CHECKPOINTER, RUNTIME, add_routes, error_middleware
 from recsrv.http.cors import install_cors
@@ -50,7 +49,7 @@ from recsrv.http.security import install_security
 from recsrv.http.sse import SseHub
 from recsrv.http.storefront import SSE_HUB, add_storefront_routes, make_hub
 from recsrv.runtime import Runtime
-from recsrv.store import CheckpointInfo, CheckpointStore, open_store
+from recsrv.store import CheckpointStore, open_store
 from recsrv.worker_metrics import WorkerMetrics, serve_own_metrics
 from recsrv.workers import SIGNAL_ECHO_S, WorkerPlace, watch_supervisor
 
@@ -167,21 +166,6 @@ class StateTask:
 STATE_TASK = web.AppKey("state_task", StateTask)
 
 
-class RestoreOnly(Checkpointer):
-    """A checkpointer that restores and never writes: workers other than worker 0 of
-    `recsrv run --workers N` share worker 0's store. A stand-in for the checkpoint
-    lease (store.lease_s), to be removed with its one use in `serve` once it lands."""
-
-    async def run(self) -> None:
-        return
-
-    async def final(self) -> None:
-        return
-
-    async def checkpoint(self) -> CheckpointInfo:
-        raise StoreError("only worker 0 of recsrv run --workers writes checkpoints")
-
-
 def _report_end(runtime: Runtime, task: asyncio.Task[None]) -> None:
     """The consumer only ends on a bug: say so loudly and stop being ready."""
     if not task.cancelled() and task.exception() is not None:
@@ -216,9 +200,6 @@ async def serve(
     runtime = app[RUNTIME]
     if worker is not None:
         app[ALL_WORKERS] = WorkerMetrics(runtime.metrics, str(worker.index), worker.siblings())
-        # Stand-in for the checkpoint lease (store.lease_s); remove with RestoreOnly.
-        if worker.index > 0:
-            app[CHECKPOINTER] = app[STATE_TASK].checkpointer = RestoreOnly(runtime)
     if demo:
         demo_task = asyncio.create_task(_load_demo(runtime), name="recsrv-demo")
         app.on_shutdown.append(lambda _: _cancel(demo_task))
