@@ -197,42 +197,62 @@ class Supervisor:
         """Run worker `index`, again and again after a back-off, until stopping."""
         deaths = start_failures = 0
         while not self.stopping.is_set():
-            marker = self.place_socket(index)
-            marker.unlink(missing_ok=True)
-            started = time.monotonic()
-            process = await asyncio.create_subprocess_exec(*self.command(index))
-            self.processes[index] = process
-            if self.stopping.is_set():  # the signal came while it was being started
-                self._forward(signal.SIGTERM)
-            logger.info("worker_started", worker=index, pid=process.pid)
-            status = await process.wait()
-            if self.stopping.is_set():
-                # Only a stop's statuses count: one that died before is not running.
-                self.statuses[index] = status
-                logger.info("worker_stopped", worker=index, pid=process.pid, status=status)
-                return
-            listened = marker.exists()
-            ran_s = time.monotonic() - started
-            start_failures = 0 if listened else start_failures + 1
-            deaths = 1 if ran_s >= STABLE_S else deaths + 1
+            ended = await self._run_once(index)
+            if ended is None:
+                return  # stopped
+            start_failures = 0 if ended.listened else start_failures + 1
+            deaths = 1 if ended.ran_s >= STABLE_S else deaths + 1
             if start_failures >= MAX_START_FAILURES:
                 self._give_up(
                     f"worker {index} failed to start {start_failures} times in a row "
-                    f"(last: {describe(status)}); its log lines say why"
+                    f"(last: {ended.exit}); its log lines say why"
                 )
                 return
             delay = RESTART_DELAYS_S[min(deaths, len(RESTART_DELAYS_S)) - 1]
             logger.error(
                 "worker_died",
                 worker=index,
-                pid=process.pid,
-                exit=describe(status),
-                listened=listened,
-                ran_s=round(ran_s, 1),
+                pid=ended.pid,
+                exit=ended.exit,
+                listened=ended.listened,
+                ran_s=round(ended.ran_s, 1),
                 restart_in_s=delay,
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)
+
+    async def _run_once(self, index: int) -> _Ended | None:
+        """Start worker `index` and wait for its end: how it ended, or None when it was
+        stopped (then its exit status is kept in `statuses`)."""
+        marker = self.place_socket(index)
+        marker.unlink(missing_ok=True)
+        started = time.monotonic()
+        try:
+            process = await asyncio.create_subprocess_exec(*self.command(index))
+        except OSError as exc:  # out of processes or memory, say: a failed start
+            return _Ended(None, f"not started: {exc}", listened=False, ran_s=0.0)
+        self.processes[index] = process
+        if self.stopping.is_set():  # the signal came while it was being started
+            self._forward(signal.SIGTERM)
+        logger.info("worker_started", worker=index, pid=process.pid)
+        status = await process.wait()
+        if self.stopping.is_set():
+            # Only a stop's statuses count: one that died before is not running.
+            self.statuses[index] = status
+            logger.info("worker_stopped", worker=index, pid=process.pid, status=status)
+            return None
+        return _Ended(process.pid, describe(status), marker.exists(), time.monotonic() - started)
+
+
+@dataclass(frozen=True)
+class _Ended:
+    """How a worker ended when it was not being stopped."""
+
+    pid: int | None
+    exit: str
+    # Whether it had listened (made its socket): if not, it failed to start.
+    listened: bool
+    ran_s: float
 
 
 def worker_command(count: int, index: int, directory: Path, config: str | None) -> list[str]:

@@ -329,17 +329,22 @@ def test_a_port_in_use_is_refused_before_any_worker_starts(
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("command", "last"),
+    [
+        ([sys.executable, "-c", "raise SystemExit(3)"], "status 3"),
+        (["/nonexistent"], "not started"),
+    ],
+)
 async def test_the_supervisor_gives_up_on_workers_that_keep_failing_to_start(
-    tmp_path: Path,
+    tmp_path: Path, command: list[str], last: str
 ) -> None:
     place = workers.WorkerPlace(0, 2, tmp_path)
-    supervisor = workers.Supervisor(
-        2, lambda index: [sys.executable, "-c", "raise SystemExit(3)"], place.socket
-    )
+    supervisor = workers.Supervisor(2, lambda index: command, place.socket)
     assert await supervisor.run() == 1
     assert supervisor.failure is not None
     assert f"failed to start {workers.MAX_START_FAILURES} times in a row" in supervisor.failure
-    assert "status 3" in supervisor.failure
+    assert f"(last: {last}" in supervisor.failure
 
 
 async def test_the_supervisor_restarts_a_worker_that_had_started(tmp_path: Path) -> None:
