@@ -291,6 +291,22 @@ async def test_workers_stop_when_their_supervisor_is_killed(two_workers: Served)
     assert {pid_of(line["instance"]) for line in lines if line["event"] == "stopped"} == pids
 
 
+async def test_one_worker_is_the_plain_server_in_this_process(tmp_path: Path) -> None:
+    """`--workers 1`, even with the in-process log: no supervisor, no worker metrics."""
+    port = free_port()
+    process, log = spawn_recsrv(tmp_path, port, {}, args=["--workers", "1"])
+    served = Served(process, f"http://127.0.0.1:{port}", log)
+    try:
+        (instance,) = await ready_instances(served, count=1)
+        assert pid_of(instance) == process.pid
+        families = await scrape(served.base)
+        assert "recsrv_workers" not in families
+        assert "worker" not in families["recsrv_instance_info"].samples[0].labels
+    finally:
+        end_process(process)
+    assert process.returncode == 0
+
+
 def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "recsrv", "run", *args],
