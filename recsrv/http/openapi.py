@@ -724,7 +724,13 @@ def _paths(protect_metrics: bool) -> Schema:
                 "get",
                 "/metrics",
                 "Prometheus metrics (a secret key with auth.protect_metrics)",
-                {"200": _content("text/plain", "Prometheus text format")},
+                {
+                    "200": _content(
+                        "text/plain",
+                        "Prometheus text format; under `recsrv run --workers N`, every "
+                        "worker's figures, each sample labelled `worker`",
+                    )
+                },
             )
         },
         "/openapi.json": {
