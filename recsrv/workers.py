@@ -6,7 +6,8 @@ with hidden arguments that give its place (`--worker-index`, `--worker-dir`): it
 reads the whole stream with its own consumer, holds the whole state, and binds the
 port with SO_REUSEPORT, so that the kernel spreads new connections over the workers.
 A worker's instance name is `server.instance` + `-w<index>`, or its own host and pid
-when `server.instance` is empty.
+when `server.instance` is empty. The workers share the configured store as any
+replicas do: the holder of the checkpoint lease (recsrv.lease) writes, all restore.
 
 Workers are subprocesses of the same command rather than `multiprocessing` children:
 a worker is then exactly the process `recsrv run` is (its own interpreter, imports,
