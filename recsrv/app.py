@@ -227,7 +227,9 @@ async def serve(
                 # Its socket appearing also tells the supervisor that it listens.
                 path = worker.socket(worker.index)
                 await duties.enter_async_context(serve_own_metrics(runtime.metrics, path))
-                watch = asyncio.create_task(watch_supervisor(stop), name="recsrv-supervisor")
+                watch = asyncio.create_task(
+                    watch_supervisor(stop, worker.directory), name="recsrv-supervisor"
+                )
                 duties.push_async_callback(_cancel, watch)
             await stop.wait()
     finally:

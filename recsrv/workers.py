@@ -293,12 +293,17 @@ def supervise(config: Config, count: int, config_path: str | None) -> int:
     return status
 
 
-async def watch_supervisor(stop: asyncio.Event, every_s: float = SUPERVISOR_CHECK_S) -> None:
-    """In a worker: set `stop` once the supervisor is gone (this process re-parented)."""
+async def watch_supervisor(
+    stop: asyncio.Event, directory: Path, every_s: float = SUPERVISOR_CHECK_S
+) -> None:
+    """In a worker: set `stop` once the supervisor is gone (this process re-parented),
+    and remove the supervisor's directory, which it can no longer remove itself."""
     supervisor = os.getppid()
     while True:
         await asyncio.sleep(every_s)
         if os.getppid() != supervisor:
             break
     logger.error("supervisor_gone", supervisor_pid=supervisor)
+    # Before the stop, which ends this task.
+    await asyncio.to_thread(shutil.rmtree, directory, ignore_errors=True)
     stop.set()

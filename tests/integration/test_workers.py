@@ -267,6 +267,12 @@ async def test_sigterm_stops_every_worker_cleanly(two_workers: Served, to: str) 
     assert not [line for line in lines if "checkpoint_failed" in line["event"]]
 
 
+def worker_dir(pid: int) -> Path:
+    """The supervisor's directory, from worker `pid`'s command line."""
+    arguments = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    return Path(arguments[arguments.index("--worker-dir") + 1])
+
+
 def kill_if_worker(pid: int) -> None:
     """SIGKILL `pid` if it is still a worker (not a pid used again since)."""
     with contextlib.suppress(OSError):
@@ -276,6 +282,8 @@ def kill_if_worker(pid: int) -> None:
 
 async def test_workers_stop_when_their_supervisor_is_killed(two_workers: Served) -> None:
     pids = {pid_of(instance) for instance in await ready_instances(two_workers)}
+    directory = worker_dir(min(pids))
+    assert directory.is_dir()
     two_workers.process.kill()
     two_workers.process.wait()
     try:
@@ -289,6 +297,7 @@ async def test_workers_stop_when_their_supervisor_is_killed(two_workers: Served)
         pid_of(line["instance"]) for line in lines if line["event"] == "supervisor_gone"
     } == pids
     assert {pid_of(line["instance"]) for line in lines if line["event"] == "stopped"} == pids
+    assert not directory.exists()  # the supervisor's, removed by its orphans
 
 
 async def test_one_worker_is_the_plain_server_in_this_process(tmp_path: Path) -> None:
