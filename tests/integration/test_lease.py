@@ -5,6 +5,7 @@ and pruning that spares a checkpoint being read."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import socket
@@ -252,6 +253,12 @@ async def test_a_dead_process_of_this_host_under_a_default_name_gives_way_at_onc
         await store.close()
 
 
+# PyMongo leaks the socket of a connection refused while the server is down (its
+# PYTHON-3923, as in test_checkpoints.py): collected here, and only that is ignored.
+@pytest.mark.filterwarnings("ignore:unclosed <socket:ResourceWarning")
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
+)
 async def test_a_store_down_is_a_store_error_not_a_lease_held_elsewhere(tmp_path: Path) -> None:
     """A checkpoint asked for while the store is down must say the store is down (503),
     also once the lease has run out, not that another replica writes (409)."""
@@ -267,8 +274,9 @@ async def test_a_store_down_is_a_store_error_not_a_lease_held_elsewhere(tmp_path
             await lease.renew()
         assert not lease.held
     finally:
-        await store.close()
+        await store.close()  # before the server goes: no connection attempt after it
         await asyncio.to_thread(server.stop)
+        gc.collect()
 
 
 async def test_a_file_lease_held_under_the_same_name_by_another_store_is_not_ours(
