@@ -109,7 +109,8 @@ class Contributions:
             return
         ids, weights = table.gather(rows)
         row_max = weights.max(axis=1)
-        scale = np.divide(row_weights, row_max, out=np.zeros_like(row_max), where=row_max > 0)
+        # An empty row (max 0) is divided by inf: scale 0, as its weights are.
+        scale = row_weights / np.where(row_max > 0.0, row_max, np.inf)
         values = (weights * scale[:, None]).ravel()
         filled = (values > 0.0).nonzero()[0]  # empty slots hold weight 0
         sources = rows.take(filled // weights.shape[1])
@@ -141,7 +142,10 @@ class Contributions:
         starts = first.nonzero()[0]
         grouped_values = values.take(order)
         group_max = np.maximum.reduceat(grouped_values, starts)
-        group = np.cumsum(first) - 1
+        # The group of each entry (cumsum on int64, several times faster than on bool).
+        group = first.astype(np.int64)
+        group.cumsum(out=group)
+        group -= 1
         # The first contribution of each group that equals the group's maximum.
         at_max = (grouped_values == group_max.take(group)).nonzero()[0]
         best = order.take(at_max[run_starts(group.take(at_max))])
