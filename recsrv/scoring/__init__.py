@@ -108,7 +108,7 @@ class Contributions:
         if len(rows) == 0:
             return
         ids, weights = table.gather(rows)
-        row_max = weights.max(axis=1)
+        row_max = np.maximum.reduce(weights, axis=1)  # the ufunc: max() is a Python call
         # An empty row (max 0) is divided by inf: scale 0, as its weights are.
         scale = row_weights / np.where(row_max > 0.0, row_max, np.inf)
         values = (weights * scale[:, None]).ravel()
@@ -134,8 +134,11 @@ class Contributions:
         its largest contribution (ties go to the contribution added first)."""
         if not self._items:
             return Scores.empty()
-        items = np.concatenate(self._items)
-        values = np.concatenate(self._values)
+        # One source (the common case: a session's recent rows, no basket): its arrays
+        # as they are, not copies joined.
+        single = len(self._items) == 1
+        items = self._items[0] if single else np.concatenate(self._items)
+        values = self._values[0] if single else np.concatenate(self._values)
         # A stable sort groups each candidate's contributions, in the order added.
         order, grouped = stable_order(items)
         first = run_firsts(grouped)
@@ -152,6 +155,8 @@ class Contributions:
         return Scores(
             grouped.take(starts),
             np.add.reduceat(grouped_values, starts),
-            np.concatenate(self._kinds).take(best),
-            np.concatenate(self._sources).take(best).astype(np.int64, copy=False),
+            (self._kinds[0] if single else np.concatenate(self._kinds)).take(best),
+            (self._sources[0] if single else np.concatenate(self._sources))
+            .take(best)
+            .astype(np.int64, copy=False),
         )
