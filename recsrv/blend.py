@@ -110,20 +110,25 @@ class Blend:
             empty = np.empty(0, dtype=np.float64)
             return Blended(NO_ITEMS, empty, NO_ITEMS, NO_ITEMS, np.empty((0, len(parts))))
         # Every component's rows, one run: the candidate, its column and what it says.
+        lengths = [len(part) for part in present]
         rows = np.concatenate([part.items for part in present])
         ordered = np.sort(rows)
         items = ordered[run_firsts(ordered)]
         width = len(parts)
-        columns = np.repeat(
-            [column for column, part in enumerate(parts) if len(part)],
-            [len(part) for part in present],
-        )
+        columns = np.repeat([column for column, part in enumerate(parts) if len(part)], lengths)
         # Each row's cell in the candidates x components matrices, flat (put and take,
         # as methods: faster than two-dimensional fancy indexing on these sizes, and
         # than numpy's function wrappers).
-        cells = np.searchsorted(items, rows) * width + columns
+        cells = items.searchsorted(rows)
+        cells *= width
+        cells += columns
         features = np.zeros((len(items), width), dtype=np.float64)
-        features.put(cells, np.concatenate([p.scores / p.scores.max() for p in present]))
+        # Each component's scores over its own maximum: the maxima of all at once, one
+        # reduceat over the run (the same divisions as part by part).
+        scores = np.concatenate([part.scores for part in present])
+        starts = np.array([0, *itertools.accumulate(lengths[:-1])])
+        scores /= np.maximum.reduceat(scores, starts).repeat(lengths)
+        features.put(cells, scores)
         # Which row filled each cell, for the reason of the cell that leads a candidate.
         row_of = np.zeros(len(items) * width, dtype=np.int64)
         row_of.put(cells, np.arange(len(rows)))

@@ -108,8 +108,9 @@ class Contributions:
         if len(rows) == 0:
             return
         ids, weights = table.gather(rows)
-        row_max = weights.max(axis=1)
-        scale = np.divide(row_weights, row_max, out=np.zeros_like(row_max), where=row_max > 0)
+        row_max = np.maximum.reduce(weights, axis=1)  # the ufunc: max() is a Python call
+        # An empty row (max 0) is divided by inf: scale 0, as its weights are.
+        scale = row_weights / np.where(row_max > 0.0, row_max, np.inf)
         values = (weights * scale[:, None]).ravel()
         filled = (values > 0.0).nonzero()[0]  # empty slots hold weight 0
         sources = rows.take(filled // weights.shape[1])
@@ -133,21 +134,29 @@ class Contributions:
         its largest contribution (ties go to the contribution added first)."""
         if not self._items:
             return Scores.empty()
-        items = np.concatenate(self._items)
-        values = np.concatenate(self._values)
+        # One source (the common case: a session's recent rows, no basket): its arrays
+        # as they are, not copies joined.
+        single = len(self._items) == 1
+        items = self._items[0] if single else np.concatenate(self._items)
+        values = self._values[0] if single else np.concatenate(self._values)
         # A stable sort groups each candidate's contributions, in the order added.
         order, grouped = stable_order(items)
         first = run_firsts(grouped)
         starts = first.nonzero()[0]
         grouped_values = values.take(order)
         group_max = np.maximum.reduceat(grouped_values, starts)
-        group = np.cumsum(first) - 1
+        # The group of each entry (cumsum on int64, several times faster than on bool).
+        group = first.astype(np.int64)
+        group.cumsum(out=group)
+        group -= 1
         # The first contribution of each group that equals the group's maximum.
         at_max = (grouped_values == group_max.take(group)).nonzero()[0]
         best = order.take(at_max[run_starts(group.take(at_max))])
         return Scores(
             grouped.take(starts),
             np.add.reduceat(grouped_values, starts),
-            np.concatenate(self._kinds).take(best),
-            np.concatenate(self._sources).take(best).astype(np.int64, copy=False),
+            (self._kinds[0] if single else np.concatenate(self._kinds)).take(best),
+            (self._sources[0] if single else np.concatenate(self._sources))
+            .take(best)
+            .astype(np.int64, copy=False),
         )

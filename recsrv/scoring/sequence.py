@@ -27,9 +27,11 @@ def score(model: Model, context: Context) -> Scores:
     if not len(context.sequence):
         return Scores.empty()
     newest = int(context.sequence[-1])
-    ids, weights = model.successors.gather(np.array([newest]))
-    keep = weights[0] > 0.0  # empty slots hold weight 0
-    ids, weights = ids[0][keep].astype(np.int64), weights[0][keep]
+    table = model.successors
+    # The row itself (views), not a gather of one row: boolean indexing copies.
+    weights = table.weights[newest]
+    keep = weights > 0.0  # empty slots hold weight 0
+    ids, weights = table.ids[newest][keep].astype(np.int64), weights[keep]
     if not len(ids):
         return Scores.empty()
     return Scores(

@@ -302,7 +302,8 @@ class NeighborTable:
 
         Stored weights share one scale, so ratios within the table need no decay factor.
         """
-        return self.ids[rows], self.weights[rows]
+        # take, not fancy indexing: about half the cost on the few rows of a request.
+        return self.ids.take(rows, axis=0), self.weights.take(rows, axis=0)
 
     def _write_factor(self, ts: float) -> float:
         if self.scale.due(ts):

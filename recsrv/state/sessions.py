@@ -106,8 +106,19 @@ class Sessions:
     def recent(self, slot: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int8]]:
         """Item indices and type codes of the session's events, newest first."""
         length = int(self.lengths[slot])
-        positions = (int(self.heads[slot]) - 1 - np.arange(length)) % self.max_events
-        return self.items[slot, positions], self.types[slot, positions]
+        head = int(self.heads[slot])
+        items, types = self.items[slot], self.types[slot]
+        # Reversed slices of the ring row, copied (the positions (head - 1 - i) % width
+        # without an index array: two gathers of a few entries cost more than this).
+        if length <= head:
+            return items[head - length : head][::-1].copy(), types[head - length : head][
+                ::-1
+            ].copy()
+        wrapped = self.max_events - (length - head)
+        return (
+            np.concatenate((items[:head][::-1], items[wrapped:][::-1])),
+            np.concatenate((types[:head][::-1], types[wrapped:][::-1])),
+        )
 
     def around(
         self, slot: int, newer: int, item: int, limit: int

@@ -214,3 +214,34 @@ def test_each_weighting_is_judged_by_hr_plus_three_times_mrr() -> None:
     assert blend.quality.tolist() == pytest.approx([1.0 + 3.0 / 4.0] * len(blend.experts))
     assert blend.learn(blend.combine([ranked, Scores.empty()]), np.ones(30, np.bool_), 25) == 25
     assert blend.quality.tolist() == pytest.approx([(1.0 + 3.0 / 4.0) / 2] * len(blend.experts))
+
+
+def test_combine_equals_a_candidate_by_candidate_reference() -> None:
+    # The reference: for each candidate, each component's score over that component's
+    # largest, times its weight, summed in component order; the reason of the first
+    # component with the largest weighted value. Random components, some empty.
+    rng = np.random.default_rng(6)
+    for _ in range(40):
+        parts = []
+        for kind in range(5):
+            size = int(rng.integers(0, 30)) if rng.random() > 0.2 else 0
+            items = np.sort(rng.choice(60, size, replace=False)).astype(np.int64)
+            values = (rng.integers(1, 9, size) / 8).astype(np.float64)
+            sources = rng.integers(-1, 60, size).astype(np.int64)
+            parts.append(Scores(items, values, np.full(size, kind, dtype=np.int64), sources))
+        combiner = Blend()
+        combiner.weights = rng.dirichlet(np.ones(5))
+        found = combiner.combine(parts)
+        candidates = sorted({i for part in parts for i in part.items.tolist()})
+        assert found.items.tolist() == candidates
+        for row, item in enumerate(candidates):
+            weighted = []
+            for column, part in enumerate(parts):
+                at = part.items.tolist().index(item) if item in part.items.tolist() else -1
+                value = float(part.scores[at] / part.scores.max()) if at >= 0 else 0.0
+                assert found.features[row, column] == value
+                weighted.append((value * combiner.weights[column], column, at))
+            assert found.scores[row] == sum(w for w, _, _ in weighted)
+            _, column, at = max(weighted, key=lambda entry: entry[0])
+            assert found.kinds[row] == parts[column].kinds[at]
+            assert found.sources[row] == parts[column].sources[at]

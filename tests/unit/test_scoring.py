@@ -3,19 +3,26 @@
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 
 from recsrv.config import ModelConfig, SessionsConfig
 from recsrv.model import Model
 from recsrv.scoring import (
+    BOUGHT_BEFORE,
     FOLLOWS,
     SIMILAR_SESSIONS,
+    SIMILAR_TO,
+    Context,
+    Contributions,
     Scores,
     components,
     popular,
+    repeat,
     sequence,
     session_knn,
 )
+from recsrv.state.neighbors import NeighborTable
 from tests.unit.builders import act
 
 
@@ -146,3 +153,65 @@ def test_popular_candidates_are_kept_until_the_next_event() -> None:
     after = score_of(model, popular.score)
     assert max(after, key=after.__getitem__) == "d"  # the new events count at once
     assert after != first
+
+
+def _context(profile: list[int], weights: list[float]) -> Context:
+    no_items = np.empty(0, dtype=np.int64)
+    return Context(
+        recent=no_items,
+        recent_types=np.empty(0, dtype=np.int8),
+        sequence=no_items,
+        basket=no_items,
+        profile=np.array(profile, dtype=np.int64),
+        profile_weights=np.array(weights, dtype=np.float64),
+        now=0.0,
+        record=-1,
+    )
+
+
+def test_repeat_equals_summing_the_profile_as_contributions() -> None:
+    # A profile's items are distinct; the reference sums them per candidate anyway.
+    rng = np.random.default_rng(4)
+    for size in (1, 2, 9, 200):
+        items = rng.permutation(1000)[:size]
+        weights = rng.random(size) * 3.0
+        context = _context(items.tolist(), weights.tolist())
+        reference = Contributions()
+        reference.add_items(context.profile, weights / weights.max(), BOUGHT_BEFORE)
+        expected, found = (
+            reference.summed(),
+            repeat.score(Model(ModelConfig(), SessionsConfig()), context),
+        )
+        for name in ("items", "scores", "kinds", "sources"):
+            assert getattr(found, name).tolist() == getattr(expected, name).tolist()
+            assert getattr(found, name).dtype == getattr(expected, name).dtype
+
+
+def test_add_rows_scales_each_row_to_its_max_and_skips_empty_slots() -> None:
+    # The reference walks every cell of every row in Python.
+    table = NeighborTable(width=4, half_life_s=1e9, capacity=16)
+    rng = np.random.default_rng(8)
+    for a in range(1, 12):  # row 0 and rows 12-15 stay empty
+        for b in rng.permutation(16)[: rng.integers(1, 6)].tolist():
+            if b != a:
+                table.add(a, [int(b)], [float(rng.integers(1, 5))], 0.0)
+    rows = np.array([3, 0, 7, 12, 1, 9], dtype=np.int64)
+    row_weights = np.array([1.0, 0.5, 0.8, 0.0, 0.3, 0.64])
+    found = Contributions()
+    found.add_rows(table, rows, row_weights, SIMILAR_TO)
+    expected: dict[int, list[tuple[float, int]]] = {}
+    for row, row_weight in zip(rows.tolist(), row_weights.tolist(), strict=True):
+        ids, weights = table.ids[row].tolist(), table.weights[row].tolist()
+        row_max = max(weights)
+        for item, weight in zip(ids, weights, strict=True):
+            value = weight * (row_weight / row_max) if row_max > 0 else 0.0
+            if value > 0.0:
+                expected.setdefault(item, []).append((value, row))
+    summed = found.summed()
+    assert summed.items.tolist() == sorted(expected)
+    for item, total, source in zip(
+        summed.items.tolist(), summed.scores.tolist(), summed.sources.tolist(), strict=True
+    ):
+        values = expected[item]
+        assert total == sum(value for value, _ in values)
+        assert source == max(values, key=lambda pair: pair[0])[1]  # first of the largest

@@ -248,3 +248,22 @@ def test_a_session_is_held_for_late_events_until_its_lateness_bound() -> None:
     assert sessions.sequence(slot) == [1]  # the late event joined what was there
     assert sessions.sweep(T0 + 1100.0 + 1101.0) == 1  # past the bound: freed
     assert "s" not in sessions.slot_of
+
+
+def test_recent_equals_reading_the_ring_backwards_from_its_head() -> None:
+    # Every fill of the ring, wrapped or not: the reference reads the positions
+    # (head - 1 - i) % max_events one by one.
+    for count in range(12):
+        sessions = make(max_events=5)
+        slot = sessions.open("s", T0, T0)
+        for n in range(count):
+            sessions.record(slot, 100 + n, n % 3, T0 + n)
+        head, length = int(sessions.heads[slot]), int(sessions.lengths[slot])
+        positions = [(head - 1 - i) % 5 for i in range(length)]
+        items, types = sessions.recent(slot)
+        assert items.tolist() == [int(sessions.items[slot, p]) for p in positions]
+        assert types.tolist() == [int(sessions.types[slot, p]) for p in positions]
+        assert items.dtype == sessions.items.dtype and types.dtype == sessions.types.dtype
+        # Copies: changing them leaves the state alone.
+        items[:] = -7
+        assert -7 not in sessions.items[slot].tolist()
