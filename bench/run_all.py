@@ -44,6 +44,7 @@ class Benchmark:
     ids: tuple[str, ...]
     script: str
     quick: tuple[str, ...]  # arguments of the tiny run
+    full: tuple[str, ...] = ()  # arguments of the real run
 
 
 BENCHMARKS = (
@@ -55,9 +56,10 @@ BENCHMARKS = (
     ),
     Benchmark(
         "rest",
-        ("P3",),
+        ("P3", "P3w"),
         "rest.py",
         ("--items", "500", "--sessions", "300", "--seconds", "1", "--repeat", "1"),
+        ("--workers", "2"),  # P3w in the same runs
     ),
     Benchmark("sse", ("P4",), "sse.py", ("--subscribers", "10", "--seconds", "1")),
     Benchmark(
@@ -124,6 +126,25 @@ def _p3(f: Figures) -> list[Row]:
             "≥ 0.5; p99 ≤ 10 ms",
             not gaps,
             "; ".join(gaps),
+        ),
+        *_p3w(f),
+    ]
+
+
+def _p3w(f: Figures) -> list[Row]:
+    if not f.get("workers"):
+        return []
+    ratio = f["workers_ratio"]
+    runs = ", ".join(f"{r:.2f}" for r in f["workers_ratio_runs"])
+    return [
+        Row(
+            "P3w",
+            f"the same with `recsrv run --workers {f['workers']}`, vs one worker, same run",
+            f"{f['workers_rps']:,.0f} req/s: {ratio:.2f} x one worker (runs {runs}); "
+            f"p99 {f['workers_p99_ms']:.1f} ms",
+            "≥ 1.5 x one worker",
+            ratio >= 1.5,
+            "" if ratio >= 1.5 else f"{1.5 - ratio:.2f} short",
         )
     ]
 
@@ -256,7 +277,7 @@ def run_one(benchmark: Benchmark, quick: bool) -> dict[str, Any] | None:
     """Run a benchmark script; its entry for docs/benchmarks.json, None if it failed."""
     with tempfile.TemporaryDirectory(prefix="recsrv-bench-") as tmp:
         figures_file = Path(tmp) / "figures.json"
-        extra = list(benchmark.quick) if quick else []
+        extra = list(benchmark.quick if quick else benchmark.full)
         shown = ["python", f"bench/{benchmark.script}", *extra]
         command = [sys.executable, str(BENCH / benchmark.script), *extra]
         print(f"\n$ {shlex.join(shown)}", flush=True)
