@@ -73,7 +73,8 @@ def build_app(
         middlewares=[error_middleware], client_max_size=config.server.max_body_bytes
     )
     app[RUNTIME] = runtime
-    app[CHECKPOINTER] = Checkpointer(runtime)
+    checkpointer = app[CHECKPOINTER] = Checkpointer(runtime)
+    runtime.metrics.watch_lease(lambda: checkpointer.lease.held)
     hub = app[SSE_HUB] = make_hub(runtime)
     runtime.consumer.on_applied = functools.partial(_events_applied, runtime, hub)
     add_routes(app)

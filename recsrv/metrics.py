@@ -150,6 +150,7 @@ class Metrics:
         # Read at scrape time; set by watch_model and watch_subscribers.
         self.current_model: Callable[[], Model] | None = None
         self.subscriber_count: Callable[[], int] | None = None
+        self.lease_held: Callable[[], bool] | None = None
 
         self.events_published = Counter(
             "recsrv_events_published_total",
@@ -195,6 +196,10 @@ class Metrics:
         """Read the number of live SSE streams from `count()` at scrape."""
         self.subscriber_count = count
 
+    def watch_lease(self, held: Callable[[], bool]) -> None:
+        """Read whether this replica holds the checkpoint lease from `held()` at scrape."""
+        self.lease_held = held
+
     def checkpoint_written(self, size: int, seconds: float, created_at: float) -> None:
         self.checkpoint_size.set(size)
         self.checkpoint_duration.set(seconds)
@@ -227,6 +232,12 @@ class _Figures:
         if metrics.subscriber_count is not None:
             yield GaugeMetricFamily(
                 "recsrv_sse_subscribers", "Live SSE streams.", value=metrics.subscriber_count()
+            )
+        if metrics.lease_held is not None:
+            yield GaugeMetricFamily(
+                "recsrv_checkpoint_writer",
+                "1 while this replica holds the checkpoint lease (writes the checkpoints).",
+                value=1.0 if metrics.lease_held() else 0.0,
             )
         if metrics.checkpoint_at is not None:
             yield GaugeMetricFamily(

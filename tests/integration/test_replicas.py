@@ -326,6 +326,11 @@ async def test_replicas_sharing_a_store_write_checkpoints_one_at_a_time(
         (other,) = [replica for replica in replicas if replica is not writer]
         for replica in replicas:
             await get(http, replica.base + "/v1/popular", after="m1")
+        for replica in replicas:  # what a Prometheus alert on the sum would read
+            async with http.get(replica.base + "/metrics") as response:
+                exposition = await response.text()
+            held = 1.0 if replica is writer else 0.0
+            assert f"recsrv_checkpoint_writer {held}" in exposition
         status, body = await checkpoint(http, writer)
         assert status == 200, body
         assert body["events"] == 61
