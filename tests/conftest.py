@@ -403,6 +403,15 @@ def mongodb_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.stop()
 
 
+@pytest.fixture(params=["files", "mongodb"])
+def store_config(request: pytest.FixtureRequest, tmp_path: Path) -> StoreConfig:
+    """Each test once on a checkpoint directory and once on a MongoDB database."""
+    if request.param == "files":
+        return StoreConfig(url=f"file://{tmp_path / 'state'}")
+    config: StoreConfig = request.getfixturevalue("mongo_store")
+    return config
+
+
 @pytest.fixture
 async def mongo_store(mongodb_url: str) -> AsyncIterator[StoreConfig]:
     """A StoreConfig on a database of this test's own, dropped afterwards."""

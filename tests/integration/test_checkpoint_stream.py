@@ -10,7 +10,6 @@ import asyncio
 import copy
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,14 +42,6 @@ SMALL_CHUNK = 8 * 1024  # the ~0.7 MB test state in about 90 chunks
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(codec, "CHUNK_BYTES", SMALL_CHUNK)
-
-
-@pytest.fixture(params=["files", "mongodb"])
-def store_config(request: pytest.FixtureRequest, tmp_path: Path) -> StoreConfig:
-    if request.param == "files":
-        return StoreConfig(url=f"file://{tmp_path / 'state'}")
-    config: StoreConfig = request.getfixturevalue("mongo_store")
-    return config
 
 
 @pytest.fixture

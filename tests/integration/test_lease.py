@@ -24,14 +24,6 @@ from recsrv.store.files import LEASE_FILE, FileStore
 from tests.conftest import NxServer
 
 
-@pytest.fixture(params=["files", "mongodb"])
-def store_config(request: pytest.FixtureRequest, tmp_path: Path) -> StoreConfig:
-    if request.param == "files":
-        return StoreConfig(url=f"file://{tmp_path / 'store'}")
-    config: StoreConfig = request.getfixturevalue("mongo_store")
-    return config
-
-
 async def opened(config: StoreConfig) -> CheckpointStore:
     store = open_store(config)
     await store.open()
