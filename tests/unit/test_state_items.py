@@ -3,7 +3,14 @@ import numpy as np
 from recsrv.config import ModelConfig, SessionsConfig
 from recsrv.events import Interaction
 from recsrv.model import Model
-from recsrv.state.items import ItemIndex, grown, run_starts, stable_order, top_k
+from recsrv.state.items import (
+    ItemIndex,
+    grown,
+    positions_held,
+    run_starts,
+    stable_order,
+    top_k,
+)
 
 
 def test_index_assigns_dense_indices_in_first_mention_order() -> None:
@@ -99,3 +106,14 @@ def test_top_k_equals_sorting_every_finite_value() -> None:
                 # distinct from the cut value.
                 assert [values[p] for p in picked] == [values[p] for p in ranked[:k]]
                 assert picked == sorted(picked, key=lambda p: (-values[p], p))
+
+
+def test_positions_held_finds_what_isin_finds() -> None:
+    rng = np.random.default_rng(4)
+    for size in (0, 1, 5, 300):
+        ordered = np.unique(rng.integers(0, 500, size=size))
+        for count in (0, 1, 40):
+            values = rng.integers(-3, 520, size=count)  # below, inside and past the ends
+            expected = np.isin(ordered, values).nonzero()[0]
+            held = positions_held(ordered, values)  # repeats once per repeated value
+            assert np.unique(held).tolist() == expected.tolist()
