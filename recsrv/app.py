@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import os
 import signal
 import time
@@ -129,6 +130,11 @@ class StateTask:
     async def _run(self) -> None:
         # The server already answers /healthz (and /readyz with 503) while this restores.
         await self.checkpointer.restore()
+        # What start-up made (modules, the restored state) lives as long as the server:
+        # out of the collector's sight, a full collection walks only what came after,
+        # instead of holding the event loop for tens of milliseconds (bench/notes.md).
+        gc.collect()
+        gc.freeze()
         self.runtime.restored_event.set()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.runtime.consumer.run(), name="recsrv-consumer")
@@ -150,8 +156,11 @@ class StateTask:
     async def finish(self) -> None:
         """After the last request: the final checkpoint, then close the store."""
         if self.runtime.restored:
-            await self._apply_rest_of_memory_log()
-            await self.checkpointer.final()
+            try:
+                await self._apply_rest_of_memory_log()
+                await self.checkpointer.final()
+            finally:
+                gc.unfreeze()  # a process that goes on (tests, embedders) collects it again
         await self.runtime.store.close()
 
     async def _apply_rest_of_memory_log(self) -> None:

@@ -26,6 +26,7 @@ session slots ever used.
     items.ids.K               item ids, in index order
     catalog.categories.K      category names, in code order
     catalog.meta.K            {item index: {title, url, image_url, tags, properties}}
+                              (held in memory as orjson bytes, written as JSON)
     sessions.ids.K            slot → session id ("" for a free slot)
     sessions.free.K           free slots, in the order they are reused from the end
     sessions.carts.K          {slot: {item index: quantity}}, insertion-ordered
@@ -230,7 +231,16 @@ def _split(piece: dict[Any, Any]) -> Iterator[dict[Any, Any]]:
 
 
 def _json(value: object) -> npt.NDArray[np.uint8]:
-    return np.frombuffer(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS), dtype=np.uint8)
+    encoded = orjson.dumps(value, default=_embedded, option=orjson.OPT_NON_STR_KEYS)
+    return np.frombuffer(encoded, dtype=np.uint8)
+
+
+def _embedded(value: object) -> orjson.Fragment:
+    """Bytes in the state are JSON already (the catalog's text fields): written as they
+    are, the checkpoint holds the same document as for the decoded value."""
+    if isinstance(value, bytes):
+        return orjson.Fragment(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 # -- load ----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ here exercises publish → stream → decode → state → REST.
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import socket
@@ -367,3 +368,20 @@ async def test_readyz_says_so_when_the_state_task_dies(tmp_path: Path) -> None:
         assert (await client.get("/healthz")).status == 200  # alive, but not ready
     finally:
         await client.close()
+
+
+async def test_start_up_objects_are_out_of_the_collectors_sight_until_shutdown(
+    tmp_path: Path,
+) -> None:
+    # Frozen once the state is restored (a full collection then walks only what came
+    # after), and given back at shutdown for a process that goes on.
+    config = replace(Config(), store=StoreConfig(url=f"file://{tmp_path / 'checkpoints'}"))
+    client: Client = TestClient(TestServer(build_app(config, MemoryEventLog())))
+    await client.start_server()
+    try:
+        await post_events(client, marker("m"))
+        await wait_until(lambda: item_seen(client, "m"), 10, "the marker applied")
+        assert gc.get_freeze_count() > 10_000  # the modules at least
+    finally:
+        await client.close()
+    assert gc.get_freeze_count() == 0

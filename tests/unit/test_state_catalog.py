@@ -1,3 +1,4 @@
+import gc
 import math
 
 from recsrv.events import CatalogItem
@@ -52,3 +53,23 @@ def test_counters_per_type_and_growth() -> None:
     assert catalog.in_stock[7]
     assert math.isnan(catalog.price[7])
     assert list(catalog.info(7)["counters"]) == list(COUNTED_TYPES)
+
+
+def test_text_fields_give_the_garbage_collector_nothing_to_walk() -> None:
+    # A dict and a list per item made every full collection walk the whole catalog.
+    catalog = Catalog(capacity=2048)
+    gc.collect()
+    before = len(gc.get_objects())
+    for idx in range(2000):
+        item = CatalogItem(f"i{idx}", title="T", tags=("a", "b"), properties=nested_properties())
+        catalog.upsert(idx, item)
+    del item
+    gc.collect()
+    assert len(gc.get_objects()) - before < 20
+    assert not gc.is_tracked(catalog.meta)
+    info = catalog.info(1999)
+    assert (info["tags"], info["properties"]) == (["a", "b"], nested_properties())
+
+
+def nested_properties() -> dict[str, object]:
+    return {"color": "red", "sizes": [38, 39], "fit": {"cut": "slim"}}
