@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import operator
 import sys
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
@@ -62,7 +63,7 @@ class NeighborTable:
     def _allocate(
         self,
         capacity: int,
-        old: tuple[npt.NDArray[np.int32], Floats, npt.NDArray[np.int32], list[float]] | None,
+        old: tuple[npt.NDArray[np.int32], Floats, npt.NDArray[np.int32], array[float]] | None,
     ) -> None:
         """(Re)build the arrays with `capacity` rows, keeping the `old` rows."""
         # The ids live in a bytearray so that the per-pair path can search a row's
@@ -74,8 +75,10 @@ class NeighborTable:
         self.sizes = np.zeros(capacity, dtype=np.int32)
         # A lower bound of each full row's smallest weight (0 when unknown): a new
         # partner at or below it cannot get in, and no argmin is needed to see that.
-        # Weights only grow between rebases, so a bound once right stays right.
-        self._floors = [0.0] * capacity
+        # Weights only grow between rebases, so a bound once right stays right. An
+        # array, not a list: a list of a float object per item is what a full garbage
+        # collection walked longest (18 ms of 50 for 100,000 items).
+        self._floors = array("d", bytes(8 * capacity))
         if old is not None:
             ids, weights, sizes, floors = old
             rows = len(sizes)
@@ -105,7 +108,7 @@ class NeighborTable:
             source = arrays[name]
             getattr(self, name)[: len(source)] = source
         self.scale.t_ref = float(arrays["t_ref"][0])
-        self._floors = [0.0] * len(self.sizes)
+        self._floors = array("d", bytes(8 * len(self.sizes)))
 
     # -- writes --------------------------------------------------------------------
 
@@ -278,7 +281,8 @@ class NeighborTable:
         """Multiply every weight by `factor` > 0 (the owner of the scale moved t_ref)."""
         self.weights *= factor
         # Rounding is monotonic: a scaled bound is still below the scaled weights.
-        self._floors = [floor * factor for floor in self._floors]
+        floors = np.frombuffer(self._floors, dtype=np.float64)
+        floors *= factor
 
     # -- reads ---------------------------------------------------------------------
 
