@@ -2,13 +2,14 @@
 
 Collections: `checkpoints` (one metadata document per checkpoint, `complete` 0 until
 every chunk is written, then 1, set together with the chunk count, size, sha256 and
-chunk ids that only the end of the stream tells) and `checkpoint_chunks` (binary
-chunks under 16 MiB, `_id` = "<checkpoint id>.<seq>", each inserted as the encoder
-makes it). Only the portable subset of MongoDB is used: string ids, insert_one,
-update_one with $set, find, delete_many, indexes. `complete` is an integer, not a
-bool, because some wire-compatible servers do not keep bools written by $set. A
-chunk's `data` is BSON binary (subtype 0), the encoding PyMongo gives `bytes`:
-wrapping each chunk in bson.Binary first copied its 4 MiB on the event loop.
+chunk ids that only the end of the stream tells; -1 once pruning dooms it) and
+`checkpoint_chunks` (binary chunks under 16 MiB, `_id` = "<checkpoint id>.<seq>", each
+inserted as the encoder makes it). Only the portable subset of MongoDB is used: string
+ids, insert_one, update_one and update_many with $set, find, delete_many, indexes.
+`complete` is an integer, not a bool, because some wire-compatible servers do not keep
+bools written by $set. A chunk's `data` is BSON binary (subtype 0), the encoding
+PyMongo gives `bytes`: wrapping each chunk in bson.Binary first copied its 4 MiB on
+the event loop.
 
 Replicas may share the database. `leases` holds the checkpoint writer's lease, one
 document (`_id` "checkpoint_writer", `holder`, `expires_at` in wall-clock seconds),
@@ -38,6 +39,8 @@ from recsrv.store import CheckpointInfo, ChunkStream
 
 SERVER_TIMEOUT_MS = 5000
 LEASE_ID: Final = "checkpoint_writer"
+# `complete` of an incomplete checkpoint that pruning is deleting: never 1 after that.
+DOOMED: Final = -1
 # How long a read's mark lasts unrenewed; a read renews it every third of that.
 READ_MARK_S: Final = 60.0
 
@@ -97,22 +100,12 @@ class MongoStore:
                 raise StoreError(
                     f"checkpoint {head.id}: {len(chunk_ids)} chunks, {info.chunks} told"
                 )
-            # A replica that took the lease over meanwhile prunes what is incomplete:
-            # never mark complete a checkpoint that lost chunks that way.
-            present = (
-                await db["checkpoint_chunks"]
-                .find({"checkpoint": head.id}, {"_id": 1})
-                .to_list(None)
-            )
-            if len(present) != len(chunk_ids):
-                raise StoreError(
-                    f"checkpoint {head.id}: {len(chunk_ids) - len(present)} chunks were "
-                    "removed while it was written (another replica took the lease?)"
-                )
             # What only the end of the stream tells, and the flag: one update, so the
-            # metadata is whole whenever `complete` is 1.
-            await db["checkpoints"].update_one(
-                {"_id": head.id},
+            # metadata is whole whenever `complete` is 1. Only from 0: a replica that
+            # took the lease over meanwhile dooms what is incomplete before it deletes
+            # the chunks (delete_incomplete), and then this matches nothing.
+            marked = await db["checkpoints"].update_one(
+                {"_id": head.id, "complete": 0},
                 {
                     "$set": {
                         "chunks": info.chunks,
@@ -123,6 +116,13 @@ class MongoStore:
                     }
                 },
             )
+            if marked.matched_count != 1:
+                with contextlib.suppress(PyMongoError):  # else the next pruning does
+                    await db["checkpoint_chunks"].delete_many({"checkpoint": head.id})
+                raise StoreError(
+                    f"checkpoint {head.id} was removed while it was written (another "
+                    "replica took the lease?)"
+                )
         except PyMongoError as exc:
             raise StoreError(f"cannot write checkpoint {head.id}: {exc}") from exc
         return info
@@ -201,9 +201,14 @@ class MongoStore:
     async def delete_incomplete(self) -> None:
         db = self._database()
         try:
+            # Doomed first, each head by one atomic update (0 -> DOOMED): a writer that
+            # lost the lease can no longer mark its checkpoint complete, so its chunks
+            # may go. (Reading its chunks back instead to see none went cost as long
+            # as writing them on nx-27017, whose queries load every document.)
+            await db["checkpoints"].update_many({"complete": 0}, {"$set": {"complete": DOOMED}})
             complete = [info.id for info in await self.complete()]
-            await db["checkpoints"].delete_many({"complete": {"$ne": 1}})
             await db["checkpoint_chunks"].delete_many({"checkpoint": {"$nin": complete}})
+            await db["checkpoints"].delete_many({"complete": {"$ne": 1}})
         except PyMongoError as exc:
             raise StoreError(f"cannot delete incomplete checkpoints: {exc}") from exc
 

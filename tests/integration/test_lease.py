@@ -21,6 +21,7 @@ from recsrv.errors import StoreError
 from recsrv.lease import CheckpointLease, ended_on_this_host
 from recsrv.store import CheckpointHead, CheckpointStore, ChunkList, open_store
 from recsrv.store.files import LEASE_FILE, FileStore
+from recsrv.store.mongo import MongoStore
 from tests.conftest import NxServer
 
 
@@ -169,6 +170,11 @@ async def test_a_mongodb_checkpoint_pruned_while_written_is_never_complete(
         with pytest.raises(StoreError, match="removed while it was written"):
             await deposed.write(Pruned(head("20261130T000000-gone"), chunks_pruned_midway()))
         assert await holder.complete() == []
+        # The chunk written after the pruning went with the failed write.
+        assert isinstance(holder, MongoStore)
+        chunks = holder._database()["checkpoint_chunks"]
+        assert await chunks.count_documents({"checkpoint": "20261130T000000-gone"}) == 0
+        assert await holder._database()["checkpoints"].count_documents({}) == 0
     finally:
         await deposed.close()
         await holder.close()
