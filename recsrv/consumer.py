@@ -28,8 +28,8 @@ logger = structlog.get_logger("recsrv.consumer")
 # Events applied between two yields to the event loop: at 40-70 µs an event here, a
 # slice holds the loop for 1.5-2 ms, and a message of 100 events no longer delays every
 # request in flight by 5-10 ms at once (P3's p99). A slice is a budget (Model.
-# apply_events): an event that the prequential sample measures (a full list ranked, 1-3
-# ms) starts a slice and counts for more, so it is not added to a full slice's time.
+# apply_events): an event the prequential sample measures counts for more, so the slice
+# that holds it ends sooner instead of holding the loop twice as long.
 APPLY_SLICE = 32
 # Invalid-element copies published before waiting for their confirms.
 INVALID_WINDOW = 256

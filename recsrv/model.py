@@ -194,11 +194,9 @@ class Model:
         """Apply events in order, with exactly the state `apply` one by one would give.
 
         With a budget > 0, stop once the events applied cost that much: one each, and
-        MEASURE_COST more for one that the prequential sample measured; and stop before
-        an item event that the sample may measure, unless it comes first, so that a
-        measurement starts a batch of its own. `taken` says how many were consumed (at
-        least one). A caller that yields to the event loop between calls thus holds it
-        about as long for every call, measured or not.
+        MEASURE_COST more for one that the prequential sample measured; `taken` says how
+        many were consumed (at least one). A caller that yields to the event loop
+        between calls thus holds it about as long for every call, measured or not.
 
         Neighbour-table writes are queued and applied together at the end, or before
         a prequential measurement reads the tables, which lets a long batch use
@@ -213,8 +211,6 @@ class Model:
         measured = self.prequential.predictions
         try:
             for position, event in enumerate(events):
-                if budget and position and self._may_measure(event):
-                    break
                 applied.taken = position + 1
                 if on_error is None:
                     ok = self._apply(event)
@@ -256,12 +252,6 @@ class Model:
             self._forget(event.user_id)
         self.events += 1
         return True
-
-    def _may_measure(self, event: Event) -> bool:
-        """Whether the prequential sample may measure this event (if it is eligible)."""
-        return (
-            type(event) is Interaction and event.item_id is not None and self.prequential.pending()
-        )
 
     def _flush(self) -> None:
         self.similar.flush()

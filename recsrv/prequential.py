@@ -45,10 +45,6 @@ class Prequential:
         self.recent_hr = 0.0
         self.recent_mrr = 0.0
 
-    def pending(self) -> bool:
-        """Whether the next eligible event will be measured (what `due` will say)."""
-        return self.predictions < WARM_UP or self.countdown == 0
-
     def due(self) -> bool:
         """Count an eligible event; True when this one is to be measured."""
         if self.predictions < WARM_UP:

@@ -12,8 +12,7 @@ from recsrv.events import (
     LineItem,
     UserForget,
 )
-from recsrv.model import MEASURE_COST, Model
-from recsrv.prequential import WARM_UP
+from recsrv.model import Model
 from tests.unit.builders import T0, act, upsert
 
 
@@ -405,34 +404,26 @@ def test_batches_give_exactly_the_state_of_one_event_at_a_time(
         assert one_by_one.similar.scale.t_ref > T0  # and rebased
 
 
-@pytest.mark.parametrize("warm", [False, True])
-def test_a_budget_gives_each_measured_event_a_short_batch_of_its_own(warm: bool) -> None:
-    # A young model measures every eligible event (the prequential warm-up), a warm one
-    # one in blend_every. With a budget, a batch ends before an event that may be
-    # measured, and soon after one that was (MEASURE_COST of the budget of 32), and
-    # applying batch after batch gives exactly the state of one event at a time.
-    events = mixed_stream(1500, items=40)
-    config = ModelConfig(blend_every=64)
-    one_by_one, budgeted = Model(config, SessionsConfig()), Model(config, SessionsConfig())
-    if warm:
-        one_by_one.prequential.predictions = budgeted.prequential.predictions = WARM_UP
+def test_a_budget_ends_a_batch_early_after_measured_events_with_the_same_state() -> None:
+    # A young model measures every eligible event (the prequential warm-up): a batch
+    # with a budget of 32 stops after the second measured one (2 + 24, then 3 + 48),
+    # and applying the rest batch after batch gives the state of one at a time.
+    events = mixed_stream(600, items=40)
+    one_by_one = Model(ModelConfig(), SessionsConfig())
     for event in events:
         one_by_one.apply(event)
-    takes: list[tuple[int, int]] = []  # (events taken, measured) per batch
+    budgeted = Model(ModelConfig(), SessionsConfig())
+    takes: list[int] = []
     start = 0
     while start < len(events):
-        before = budgeted.prequential.predictions
         outcome = budgeted.apply_events(events[start : start + 32], budget=32)
-        takes.append((outcome.taken, budgeted.prequential.predictions - before))
+        takes.append(outcome.taken)
         assert outcome.count + sum(outcome.duplicates.values()) == outcome.taken
         start += outcome.taken
     assert_same_state(budgeted, one_by_one)
-    measured = [taken for taken, count in takes if count]
-    assert sum(count for _, count in takes) > 10
-    assert all(count <= 1 for _, count in takes)
-    assert max(measured) <= 32 - MEASURE_COST
-    if warm:  # the batches between measurements run to the budget
-        assert max(taken for taken, count in takes if not count) == 32
+    assert budgeted.prequential.predictions > 100
+    assert min(takes) >= 1
+    assert takes.count(32) < len(takes) // 2  # most batches were cut short
     plain = Model(ModelConfig(), SessionsConfig()).apply_events(events[:32])
     assert plain.taken == 32  # no budget: the whole batch
 
