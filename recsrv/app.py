@@ -133,7 +133,8 @@ class StateTask:
         # What start-up made (modules, the restored state) lives as long as the server:
         # out of the collector's sight, a full collection walks only what came after,
         # instead of holding the event loop for tens of milliseconds (bench/notes.md).
-        gc.collect()
+        # No collection first: it would hold the loop as long, requests already being
+        # answered; a little start-up garbage frozen with the rest is the price.
         gc.freeze()
         self.runtime.restored_event.set()
         async with asyncio.TaskGroup() as tasks:

@@ -90,15 +90,13 @@ class RecentIds:
 
 class Applied:
     """What a batch of events did, per event type: how many were applied and how many
-    were ignored as duplicates (an event that failed counts in neither); and how many of
-    the batch's events were taken (all of them, unless a budget stopped it early)."""
+    were ignored as duplicates (an event that failed counts in neither)."""
 
-    __slots__ = ("applied", "duplicates", "taken")
+    __slots__ = ("applied", "duplicates")
 
     def __init__(self) -> None:
         self.applied: dict[str, int] = {}
         self.duplicates: dict[str, int] = {}
-        self.taken = 0
 
     @property
     def count(self) -> int:
@@ -111,10 +109,6 @@ class Applied:
 
 # Called with (position in the batch, event, error) for an event that raised.
 OnError = Callable[[int, Event, Exception], None]
-
-# What a measured event costs against a budget of `apply_events`, in plain events: it
-# ranks one full list before it is learnt (about 1.5 ms, against 40-70 µs an event).
-MEASURE_COST = 24
 
 
 class Model:
@@ -188,15 +182,8 @@ class Model:
         finally:
             self._flush()
 
-    def apply_events(
-        self, events: Sequence[Event], on_error: OnError | None = None, budget: int = 0
-    ) -> Applied:
+    def apply_events(self, events: Sequence[Event], on_error: OnError | None = None) -> Applied:
         """Apply events in order, with exactly the state `apply` one by one would give.
-
-        With a budget > 0, stop once the events applied cost that much: one each, and
-        MEASURE_COST more for one that the prequential sample measured; `taken` says how
-        many were consumed (at least one). A caller that yields to the event loop
-        between calls thus holds it about as long for every call, measured or not.
 
         Neighbour-table writes are queued and applied together at the end, or before
         a prequential measurement reads the tables, which lets a long batch use
@@ -207,11 +194,8 @@ class Model:
         failed event's partial ones included, are applied as `apply` would have.
         """
         applied = Applied()
-        spent = 0
-        measured = self.prequential.predictions
         try:
             for position, event in enumerate(events):
-                applied.taken = position + 1
                 if on_error is None:
                     ok = self._apply(event)
                 else:
@@ -219,16 +203,8 @@ class Model:
                         ok = self._apply(event)
                     except Exception as exc:
                         on_error(position, event, exc)
-                        ok = None
-                if ok is not None:
-                    applied.record(event.type, ok)
-                if budget:
-                    spent += 1
-                    if self.prequential.predictions != measured:
-                        spent += MEASURE_COST
-                        measured = self.prequential.predictions
-                    if spent >= budget:
-                        break
+                        continue
+                applied.record(event.type, ok)
         finally:
             self._flush()
         return applied

@@ -404,30 +404,6 @@ def test_batches_give_exactly_the_state_of_one_event_at_a_time(
         assert one_by_one.similar.scale.t_ref > T0  # and rebased
 
 
-def test_a_budget_ends_a_batch_early_after_measured_events_with_the_same_state() -> None:
-    # A young model measures every eligible event (the prequential warm-up): a batch
-    # with a budget of 32 stops after the second measured one (2 + 24, then 3 + 48),
-    # and applying the rest batch after batch gives the state of one at a time.
-    events = mixed_stream(600, items=40)
-    one_by_one = Model(ModelConfig(), SessionsConfig())
-    for event in events:
-        one_by_one.apply(event)
-    budgeted = Model(ModelConfig(), SessionsConfig())
-    takes: list[int] = []
-    start = 0
-    while start < len(events):
-        outcome = budgeted.apply_events(events[start : start + 32], budget=32)
-        takes.append(outcome.taken)
-        assert outcome.count + sum(outcome.duplicates.values()) == outcome.taken
-        start += outcome.taken
-    assert_same_state(budgeted, one_by_one)
-    assert budgeted.prequential.predictions > 100
-    assert min(takes) >= 1
-    assert takes.count(32) < len(takes) // 2  # most batches were cut short
-    plain = Model(ModelConfig(), SessionsConfig()).apply_events(events[:32])
-    assert plain.taken == 32  # no budget: the whole batch
-
-
 def fail_on_boom(model: Model, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the item "boom" raise inside the model, as a bug would."""
     original = model._item
@@ -438,17 +414,6 @@ def fail_on_boom(model: Model, monkeypatch: pytest.MonkeyPatch) -> None:
         return original(item_id)
 
     monkeypatch.setattr(model, "_item", item)
-
-
-def test_a_budgeted_batch_counts_a_failing_event_as_taken(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    model = Model(ModelConfig(), SessionsConfig())
-    fail_on_boom(model, monkeypatch)
-    events = [act("view", "s", "boom"), act("view", "t", "a", t=1)]
-    failures: list[int] = []
-    outcome = model.apply_events(events, lambda position, *_: failures.append(position), 1)
-    assert (outcome.taken, outcome.count, failures) == (1, 0, [0])
 
 
 def test_apply_events_counts_applied_and_duplicate_events_by_type() -> None:
