@@ -337,7 +337,6 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     baseline = rss_mib()
     # As the server does once the state is restored (recsrv.app): what start-up made
     # goes out of the garbage collector's sight, the state built afterwards does not.
-    gc.collect()
     gc.freeze()
     started = time.perf_counter()
     model = build(args.items, args.sessions, args.per_session)
