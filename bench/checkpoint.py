@@ -5,7 +5,8 @@ each, reports the process RSS (design P5), then takes checkpoints the way the
 server does (recsrv.checkpointer.start_writing: the state's arrays copied in a worker
 thread under the consumer lock, then encoded in a worker thread while the store writes
 the chunks already made) to a file store and to a MongoDB-wire server, while a task
-on the event loop measures how late its 1 ms ticks come (design P6: no stall > 50 ms).
+on the event loop measures how late its 1 ms ticks come (design P6: no stall > 50 ms),
+and a garbage-collector callback times every collection meanwhile.
 The MongoDB write is bounded by the server, so it is stated against plain PyMongo
 inserts of the same bytes (one insert_one per chunk), measured in the same run,
 alternating with the checkpoints: checkpoint time / inserts time <= 1.15.
@@ -70,9 +71,17 @@ while True:
 
 def build(items: int, sessions: int, per_session: int) -> Model:
     """Applied 1,000 events at a time, as the consumer applies a message: the same
-    state as one event at a time, faster."""
+    state as one event at a time, faster.
+
+    The empty model is made first and frozen out of the garbage collector's sight, as
+    the server freezes what start-up made (recsrv.app): the state's containers (the
+    sessions' ids, carts, profiles) are made at start and only grow, and the entries
+    they gain are strings, or dicts of numbers, which the collector does not track. A
+    model built before the freeze would have its containers walked by every full
+    collection (68.5 ms at a million sessions), which the server's never are."""
     config = SessionsConfig(max_sessions=sessions, ttl_s=10**8)
     model = Model(ModelConfig(), config)
+    gc.freeze()
     rng = random.Random(1)
     ts = 1_700_000_000.0
     started = time.perf_counter()
@@ -139,7 +148,18 @@ class LoopLag:
         self.phase = ""
         self.by_phase: dict[str, float] = {}
         self.faults_at_worst = 0
+        # The longest garbage collection meanwhile (seconds, generation), in any thread:
+        # whichever thread collects holds the GIL, so the loop waits for it too.
+        self.longest_collection = (0.0, -1)
+        self._collection_started = 0.0
         self._task: asyncio.Task[None] | None = None
+
+    def _on_collection(self, phase: str, info: dict[str, int]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._collection_started = now
+        elif now - self._collection_started > self.longest_collection[0]:
+            self.longest_collection = (now - self._collection_started, info["generation"])
 
     @property
     def worst(self) -> float:
@@ -160,11 +180,13 @@ class LoopLag:
 
     def __enter__(self) -> LoopLag:
         self._task = asyncio.get_running_loop().create_task(self._tick())
+        gc.callbacks.append(self._on_collection)
         return self
 
     def __exit__(self, *exc: object) -> None:
         assert self._task is not None
         self._task.cancel()
+        gc.callbacks.remove(self._on_collection)
 
 
 class MachineLag:
@@ -194,6 +216,7 @@ class Checkpoint:
     total_s: float  # from taking the lock to the checkpoint complete in the store
     stalls: dict[str, float]  # the longest loop stall in each phase
     stall_faults: int  # page faults on the loop's thread during the longest stall
+    collection: tuple[float, int]  # the longest garbage collection (seconds, generation)
     size: int
     machine_s: float  # the longest stall of the probe in a process of its own meanwhile
     # What the lock was held for before the copy (the whole state encoded in a worker
@@ -248,7 +271,14 @@ async def checkpoint(model: Model, store: CheckpointStore) -> Checkpoint:
     await asyncio.to_thread(lambda: encode(dump_state(model)))
     encode_s = time.perf_counter() - started
     return Checkpoint(
-        lock_s, total_s, lag.by_phase, lag.faults_at_worst, info.size, machine.worst, encode_s
+        lock_s,
+        total_s,
+        lag.by_phase,
+        lag.faults_at_worst,
+        lag.longest_collection,
+        info.size,
+        machine.worst,
+        encode_s,
     )
 
 
@@ -269,6 +299,8 @@ def summary(runs: list[Checkpoint]) -> dict[str, Any]:
         },
         "machine_stalls_ms": [r.machine_s * 1000 for r in runs],
         "stall_faults": [r.stall_faults for r in runs],
+        "collections_ms": [r.collection[0] * 1000 for r in runs],
+        "collection_generations": [r.collection[1] for r in runs],
     }
 
 
@@ -277,6 +309,12 @@ def describe(name: str, figures: dict[str, Any], repeat: int, time_target: str) 
         return ", ".join(f"{value:.{digits}f}" for value in values)
 
     phases = ", ".join(f"{k} {v:.0f}" for k, v in figures["worst_run_ms"].items())
+    collections = ", ".join(
+        f"{ms:.1f} ms (generation {generation})" if generation >= 0 else "none"
+        for ms, generation in zip(
+            figures["collections_ms"], figures["collection_generations"], strict=True
+        )
+    )
     return (
         f"P6 {name:8s} size {figures['size_mib']:,.0f} MiB, copy under the lock "
         f"{figures['lock_s']:.2f} s + the write "
@@ -290,7 +328,8 @@ def describe(name: str, figures: dict[str, Any], repeat: int, time_target: str) 
         f"{listed(figures['stalls_ms'])} ms; the worst run by phase: {phases}); the probe in a "
         f"process of its own, same windows: {listed(figures['machine_stalls_ms'])} ms; page "
         f"faults on the loop's thread during each run's longest stall: "
-        f"{listed(figures['stall_faults'])}"
+        f"{listed(figures['stall_faults'])}; the longest garbage collection in each run: "
+        f"{collections}"
     )
 
 
@@ -335,9 +374,6 @@ async def p6_mongodb(model: Model, url: str, repeat: int) -> dict[str, Any]:
 async def run(args: argparse.Namespace) -> dict[str, object]:
     print(f"building {args.items:,} items x {args.sessions:,} sessions x {args.per_session}")
     baseline = rss_mib()
-    # As the server does once the state is restored (recsrv.app): what start-up made
-    # goes out of the garbage collector's sight, the state built afterwards does not.
-    gc.freeze()
     started = time.perf_counter()
     model = build(args.items, args.sessions, args.per_session)
     events = args.sessions * args.per_session

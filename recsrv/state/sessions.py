@@ -31,6 +31,7 @@ import numpy.typing as npt
 
 from recsrv.config import SessionsConfig
 from recsrv.state.items import grown
+from recsrv.state.long_lived import LongLivedDict
 
 INITIAL_SLOTS = 1024
 # Share of max_sessions evicted at once when the table is full (at most SWEEP_BATCH),
@@ -80,8 +81,8 @@ class Sessions:
         self.users = np.full(capacity, -1, dtype=np.int32)
         self.active = np.zeros(capacity, dtype=np.bool_)
         # slot → {item: quantity} and slot → {item: quantity purchased}, insertion-ordered.
-        self.carts: dict[int, dict[int, int]] = {}
-        self.purchased: dict[int, dict[int, int]] = {}
+        self.carts: dict[int, dict[int, int]] = LongLivedDict()
+        self.purchased: dict[int, dict[int, int]] = LongLivedDict()
         self.next_sweep = -np.inf
         self._flat_views()
 
@@ -232,8 +233,8 @@ class Sessions:
         self.free_slots = free_slots
         live = np.flatnonzero(self.active[: len(session_ids)]).tolist()
         self.slot_of = {session_ids[slot]: slot for slot in live}
-        self.carts = carts
-        self.purchased = purchased
+        self.carts = LongLivedDict(carts)
+        self.purchased = LongLivedDict(purchased)
         self.next_sweep = float(arrays["next_sweep"][0])
 
     # -- writes --------------------------------------------------------------------

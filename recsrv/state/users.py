@@ -13,6 +13,8 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from recsrv.state.long_lived import LongLivedDict
+
 CART_WEIGHT: Final = 0.5
 PURCHASE_WEIGHT: Final = 1.0
 # The repeat rate starts from this prior, worth REPEAT_PRIOR_CREDITS credits.
@@ -26,7 +28,7 @@ class Users:
         self.index: dict[str, int] = {}
         self.user_ids: list[str] = []  # user index → id ("" while free)
         self.free: list[int] = []
-        self.profiles: dict[int, dict[int, float]] = {}
+        self.profiles: dict[int, dict[int, float]] = LongLivedDict()
         # Credits given, and those for an item the user had already purchased.
         self.credits = 0
         self.repeat_credits = 0
@@ -62,7 +64,7 @@ class Users:
         for profile in profiles.values():
             if len(profile) > self.max_items:
                 self._trim(profile, self.max_items)
-        self.profiles = profiles
+        self.profiles = LongLivedDict(profiles)
 
     @staticmethod
     def _trim(profile: dict[int, float], max_items: int) -> None:

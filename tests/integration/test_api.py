@@ -24,6 +24,7 @@ from recsrv.app import build_app
 from recsrv.broker import Delivery
 from recsrv.broker.memory import MemoryEventLog
 from recsrv.config import Config, ModelConfig, StoreConfig
+from recsrv.http.api import RUNTIME
 from recsrv.scoring.components import COMPONENTS
 from tests.conftest import JSON, item_seen, marker, post_events, wait_for_events, wait_until
 
@@ -376,12 +377,36 @@ async def test_start_up_objects_are_out_of_the_collectors_sight_until_shutdown(
     # Frozen once the state is restored (a full collection then walks only what came
     # after), and given back at shutdown for a process that goes on.
     config = replace(Config(), store=StoreConfig(url=f"file://{tmp_path / 'checkpoints'}"))
-    client: Client = TestClient(TestServer(build_app(config, MemoryEventLog())))
+    app = build_app(config, MemoryEventLog())
+    client: Client = TestClient(TestServer(app))
     await client.start_server()
     try:
-        await post_events(client, marker("m"))
+        shop = [
+            {"type": kind, "session_id": "s", "user_id": "u", "item_id": item, "ts": ts}
+            for kind, item, ts in [
+                ("view", "a", 1_700_000_000),
+                ("add_to_cart", "a", 1_700_000_001),
+                ("add_to_cart", "b", 1_700_000_002),
+                ("purchase", "b", 1_700_000_003),
+            ]
+        ]
+        await post_events(client, [*shop, marker("m")])
         await wait_until(lambda: item_seen(client, "m"), 10, "the marker applied")
         assert gc.get_freeze_count() > 10_000  # the modules at least
+        # The containers that grow with the state were made at start, so they are
+        # frozen with it; what they gained since (ids, carts of numbers) is untracked.
+        # A full collection never walks them, however many sessions they hold.
+        model = app[RUNTIME].model
+        sessions, users = model.sessions, model.users
+        assert sessions.carts and sessions.purchased and users.profiles
+        grown = [
+            sessions.session_ids, sessions.slot_of, sessions.carts, sessions.purchased,
+            users.profiles, users.user_ids, model.items.ids, model.catalog.meta,
+        ]  # fmt: skip
+        walked = {id(obj) for obj in gc.get_objects()}
+        assert not [obj for obj in grown if id(obj) in walked]
+        entries = [*sessions.carts.values(), *sessions.purchased.values()]
+        assert not any(gc.is_tracked(entry) for entry in entries)
     finally:
         await client.close()
     assert gc.get_freeze_count() == 0
