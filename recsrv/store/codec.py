@@ -88,11 +88,14 @@ def _copy(array: Array) -> Array:
     """A C-contiguous copy. A large one goes into anonymous memory of its own, in 4 KiB
     pages: numpy asks for huge pages for its large arrays, and in a process whose memory
     is fragmented the kernel compacted memory to find them, which made copying 0.9 GB
-    take longer than encoding it had (2.3 s against 1.5 s here). The memory goes back
-    to the system (munmap, without the GIL) once the copy is let go."""
+    take longer than encoding it had (2.3 s against 1.5 s here). Private memory: Python's
+    mmap maps anonymous memory shared by default, which the kernel backs with shared
+    memory pages, each first touch dearer (256 MiB copied in 213-521 ms against 147-156
+    ms private, bench/notes.md). The memory goes back to the system (munmap, without the
+    GIL) once the copy is let go."""
     if array.nbytes < MMAP_AT_LEAST:
         return array.copy(order="C")
-    memory = mmap.mmap(-1, array.nbytes)
+    memory = mmap.mmap(-1, array.nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     copy = np.frombuffer(memory, dtype=array.dtype).reshape(array.shape)
     np.copyto(copy, array)
     return copy

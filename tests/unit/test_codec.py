@@ -105,6 +105,24 @@ def test_detached_arrays_do_not_change_with_the_originals() -> None:
         assert not np.shares_memory(copy, original)
 
 
+def test_a_large_copy_is_in_private_memory_of_its_own() -> None:
+    """Shared anonymous memory (Python's mmap default) costs more per first touch."""
+    large = np.arange(codec.MMAP_AT_LEAST // 8 + 1, dtype=np.int64)
+    ((_, copy),) = detach(iter([("large", large)]))
+    assert np.array_equal(copy, large)
+    address = copy.ctypes.data
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            span, permissions = line.split()[:2]
+            start, end = (int(bound, 16) for bound in span.split("-"))
+            if start <= address < end:
+                break
+        else:
+            raise AssertionError("the copy's mapping is not in /proc/self/maps")
+    assert permissions == "rw-p", line  # p: private, s: shared
+    assert end - start < 2 * large.nbytes  # a mapping of its own, not a heap
+
+
 def test_arrays_over_bytes_are_not_copied() -> None:
     """orjson pieces are arrays over an immutable bytes object: nothing can change them."""
     piece = np.frombuffer(b'{"a": 1}', dtype=np.uint8)
