@@ -105,7 +105,7 @@ def test_detached_arrays_do_not_change_with_the_originals() -> None:
         assert not np.shares_memory(copy, original)
 
 
-def test_a_large_copy_is_in_private_memory_of_its_own() -> None:
+def test_a_large_copy_is_in_private_memory() -> None:
     """Shared anonymous memory (Python's mmap default) costs more per first touch."""
     large = np.arange(codec.MMAP_AT_LEAST // 8 + 1, dtype=np.int64)
     ((_, copy),) = detach(iter([("large", large)]))
@@ -120,7 +120,6 @@ def test_a_large_copy_is_in_private_memory_of_its_own() -> None:
         else:
             raise AssertionError("the copy's mapping is not in /proc/self/maps")
     assert permissions == "rw-p", line  # p: private, s: shared
-    assert end - start < 2 * large.nbytes  # a mapping of its own, not a heap
 
 
 def test_arrays_over_bytes_are_not_copied() -> None:
