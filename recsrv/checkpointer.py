@@ -13,6 +13,13 @@ Reads keep being served throughout. When the store fails, the state lives on in
 memory, the failure is logged once per outage, reported in /readyz and in metrics, and
 the checkpoint is retried with back-off.
 
+The sessions' ring buffers (each session's last events: two thirds of a large state)
+are not copied under the lock. From the lock on, the model saves a ring row's old values
+before its first change, and the encoder reads the buffers block by block when it gets
+to them, putting the saved rows back over its copy (`recsrv.state.sessions.KeptRows`),
+until the write has ended. That takes most of the copy out of the consumer's wait and
+lets it overlap the store's write.
+
 Replicas may share a store: only the holder of the checkpoint lease (recsrv.lease)
 writes and prunes checkpoints; the others restore from them and skip their own.
 """
@@ -20,6 +27,7 @@ writes and prunes checkpoints; the others restore from them and skip their own.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 import uuid
@@ -35,9 +43,10 @@ from recsrv.errors import CheckpointDamaged, NotCheckpointWriter, StoreError
 from recsrv.lease import CheckpointLease
 from recsrv.model import Model
 from recsrv.runtime import Runtime
+from recsrv.state.sessions import KeptRows, Sessions
 from recsrv.state.snapshot import STATE_FORMAT, SnapshotMismatch, dump_state, load_state
 from recsrv.store import CheckpointHead, CheckpointInfo, CheckpointStore
-from recsrv.store.codec import Encoder, Named, decode, detach
+from recsrv.store.codec import Deferred, Encoder, Named, Part, decode, detach
 
 logger = structlog.get_logger("recsrv.checkpoint")
 
@@ -64,16 +73,19 @@ class Copying:
     """The model's state as arrays of its own, which no later event changes, copied one
     by one by a worker thread. Started under the consumer's lock, which must be held
     until `finished` returns; `arrays` then hands each copy over once (to the encoder's
-    thread), so that each can be let go once written."""
+    thread), so that each can be let go once written.
 
-    def __init__(self, model: Model) -> None:
-        self._copies: deque[Named] = deque()
-        self._thread = asyncio.ensure_future(asyncio.to_thread(self._copy, model))
+    With `kept` (the sessions' ring buffers kept as they are now), those are not copied
+    but read block by block by the encoder once the lock is gone (`KeptRows`)."""
 
-    def _copy(self, model: Model) -> None:
-        self._copies.extend(detach(dump_state(model)))
+    def __init__(self, model: Model, kept: KeptRows | None = None) -> None:
+        self._copies: deque[Part] = deque()
+        self._thread = asyncio.ensure_future(asyncio.to_thread(self._copy, model, kept))
 
-    def arrays(self) -> Iterator[Named]:
+    def _copy(self, model: Model, kept: KeptRows | None) -> None:
+        self._copies.extend(detach(_deferring(dump_state(model), kept)))
+
+    def arrays(self) -> Iterator[Part]:
         """The copies in order, each once and held no longer (after `finished`)."""
         while self._copies:
             yield self._copies.popleft()
@@ -88,18 +100,49 @@ class Copying:
             raise
 
 
+def _deferring(arrays: Iterable[Named], kept: KeptRows | None) -> Iterator[Part]:
+    """`arrays`, with the ring buffers that `kept` holds as Deferred reads of it."""
+    if kept is None:
+        yield from arrays
+        return
+    rings = {f"sessions.{name}": name for name in KeptRows.RING_ARRAYS}
+    for name, array in arrays:
+        ring = rings.get(name)
+        if ring is None:
+            yield name, array
+        else:
+            yield name, Deferred(array.dtype, array.shape, functools.partial(kept.blocks, ring))
+
+
 async def start_writing(model: Model, store: CheckpointStore) -> asyncio.Task[CheckpointInfo]:
     """Start a checkpoint of `model` as it is now, and return once its state is copied
     (the caller holds the consumer's lock until then) with the task that writes the
-    copies. Nothing is encoded during the copy: see the module's docstring."""
+    copies. Nothing is encoded during the copy: see the module's docstring. The
+    sessions' ring buffers are not copied: the model keeps what they were until the
+    write has ended (`KeptRows`)."""
     head = new_head(model)
-    copying = Copying(model)
-    await copying.finished()
-    return asyncio.ensure_future(write(store, head, copying.arrays()))
+    sessions = model.sessions
+    kept = sessions.keep_rows()
+    try:
+        copying = Copying(model, kept)
+        await copying.finished()
+    except BaseException:
+        sessions.stop_keeping()
+        raise
+    return asyncio.ensure_future(_write_then_let_go(store, head, copying.arrays(), sessions))
+
+
+async def _write_then_let_go(
+    store: CheckpointStore, head: CheckpointHead, arrays: Iterable[Part], sessions: Sessions
+) -> CheckpointInfo:
+    try:
+        return await write(store, head, arrays)
+    finally:  # the encoder's thread has ended: nothing reads the ring buffers any more
+        sessions.stop_keeping()
 
 
 async def write(
-    store: CheckpointStore, head: CheckpointHead, arrays: Iterable[Named]
+    store: CheckpointStore, head: CheckpointHead, arrays: Iterable[Part]
 ) -> CheckpointInfo:
     """Write `arrays` (copies: `Copying.arrays`) to `store` as checkpoint `head`: a
     worker thread takes them one by one, letting each go once encoded, and encodes them
@@ -133,7 +176,7 @@ class Encoding:
     never more than IN_FLIGHT ahead of the store. close() stops the thread and waits
     for it (the store may fail half way)."""
 
-    def __init__(self, head: CheckpointHead, arrays: Iterable[Named]) -> None:
+    def __init__(self, head: CheckpointHead, arrays: Iterable[Part]) -> None:
         self.head = head
         self._queue: asyncio.Queue[bytes | _End] = asyncio.Queue()
         self._slots = threading.Semaphore(IN_FLIGHT)
@@ -142,7 +185,7 @@ class Encoding:
         loop = asyncio.get_running_loop()
         self._thread = loop.create_task(asyncio.to_thread(self._encode, loop, arrays))
 
-    def _encode(self, loop: asyncio.AbstractEventLoop, arrays: Iterable[Named]) -> None:
+    def _encode(self, loop: asyncio.AbstractEventLoop, arrays: Iterable[Part]) -> None:
         """The worker thread: a chunk per free slot, then the totals or the error."""
         encoder = Encoder()
         chunks = encoder.chunks(arrays)

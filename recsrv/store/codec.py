@@ -10,7 +10,8 @@ the bytes. Pure code: no I/O besides in-memory buffers.
 A checkpoint is taken in two steps, each meant for a worker thread beside an event
 loop. `detach` copies the arrays of a state (while no event may change them), and
 `Encoder.chunks` cuts the copies into chunks, one at a time, while a store writes the
-chunks already made (recsrv.checkpointer ties the two to a store).
+chunks already made (recsrv.checkpointer ties the two to a store). A `Deferred` array
+is not copied: the encoder reads it block by block when it gets to it.
 
 A thread that holds the GIL makes the loop's thread wait for it, each time the loop
 wakes, until the interpreter's switch interval (5 ms) runs out; so both steps also
@@ -21,10 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import mmap
 import struct
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -50,6 +52,21 @@ Named = tuple[str, Array]
 
 
 @dataclass(frozen=True, slots=True)
+class Deferred:
+    """An array whose bytes are read only when the encoder reaches it, block by block,
+    rows in order: what a checkpoint does not copy under the consumer's lock
+    (recsrv.checkpointer). `detach` passes it on as it is."""
+
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+    blocks: Callable[[], Iterator[Array]]
+
+
+# What detach yields and the encoder takes.
+Part = tuple[str, Array | Deferred]
+
+
+@dataclass(frozen=True, slots=True)
 class Encoded:
     chunks: list[bytes]
     size: int
@@ -68,7 +85,7 @@ class Pacer:
             self._since = time.perf_counter()
 
 
-def detach(arrays: Iterable[Named]) -> Iterator[Named]:
+def detach(arrays: Iterable[Part]) -> Iterator[Part]:
     """The named arrays, each copied unless its memory is an immutable bytes object:
     what `arrays` holds when each is taken, whatever later happens to the arrays they
     view. An array is copied in one numpy call, which lets the GIL go while it copies
@@ -78,7 +95,7 @@ def detach(arrays: Iterable[Named]) -> Iterator[Named]:
     pacer = Pacer()
     for name, array in arrays:
         pacer.pause()
-        if isinstance(array.base, bytes):
+        if isinstance(array, Deferred) or isinstance(array.base, bytes):
             yield name, array
         else:
             yield name, _copy(array)
@@ -119,7 +136,7 @@ class Encoder:
     def sha256(self) -> str:
         return self._digest.hexdigest()
 
-    def chunks(self, arrays: Iterable[Named]) -> Iterator[bytes]:
+    def chunks(self, arrays: Iterable[Part]) -> Iterator[bytes]:
         """The chunks of `arrays`. With an iterator that holds no array once it has
         yielded it (recsrv.checkpointer's copies), each array is let go soon after its
         last byte is in a chunk."""
@@ -129,20 +146,38 @@ class Encoder:
         if self._fill:
             yield self._flush()
 
-    def _record(self, name: str, array: Array) -> Iterator[bytes]:
+    def _record(self, name: str, array: Array | Deferred) -> Iterator[bytes]:
         if array.dtype.hasobject:
             raise StoreError(f"array {name!r} has object dtype; it cannot be checkpointed")
-        encoded_name = name.encode()
-        if not array.flags.c_contiguous:
+        if isinstance(array, np.ndarray) and not array.flags.c_contiguous:
             array = array.copy(order="C")
+        encoded_name = name.encode()
         header = io.BytesIO()
         header.write(NAME_LENGTH.pack(len(encoded_name)) + encoded_name)
         np.lib.format.write_array_header_2_0(
-            header, np.lib.format.header_data_from_array_1_0(array)
+            header,
+            {
+                "descr": np.lib.format.dtype_to_descr(array.dtype),
+                "fortran_order": False,
+                "shape": array.shape,
+            },
         )
         yield from self._add(header.getvalue())
-        if array.size:
-            yield from self._add(array.reshape(-1).view(np.uint8).data)
+        if isinstance(array, np.ndarray):
+            if array.size:
+                yield from self._add(array.reshape(-1).view(np.uint8).data)
+            return
+        expected = math.prod(array.shape) * array.dtype.itemsize
+        written = 0
+        for block in array.blocks():
+            self._pacer.pause()
+            written += block.nbytes
+            if block.dtype != array.dtype or written > expected:
+                raise StoreError(f"array {name!r}: its blocks do not make {array.shape}")
+            if block.size:
+                yield from self._add(np.ascontiguousarray(block).reshape(-1).view(np.uint8).data)
+        if written != expected:
+            raise StoreError(f"array {name!r}: its blocks do not make {array.shape}")
 
     def _add(self, data: bytes | memoryview) -> Iterator[bytes]:
         """Queue `data` for the current chunk, making every chunk it fills."""

@@ -15,10 +15,11 @@ import pytest
 from recsrv import checkpointer
 from recsrv.checkpointer import IN_FLIGHT, Copying, Encoding, start_writing, write
 from recsrv.errors import StoreError
+from recsrv.state import sessions as sessions_module
 from recsrv.state.snapshot import dump_state
 from recsrv.store import CheckpointHead, CheckpointInfo, ChunkStream, codec
 from recsrv.store.codec import CHUNK_BYTES, Named, encode
-from tests.unit.test_snapshot import build
+from tests.unit.test_snapshot import build, later_events
 
 HEAD = CheckpointHead(id="c1", created_at=1_700_000_000.25, offset=41, events=42, format=2)
 
@@ -160,3 +161,46 @@ async def test_a_cancelled_start_keeps_the_lock_until_the_copy_ends(
     assert done == ["copied"]
     # Nothing was written: the write starts only once the copy is done.
     assert store.stream is None and store.chunks == []
+
+
+async def test_events_during_the_write_leave_the_checkpoint_as_it_was_at_the_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ring buffers are read block by block while events change them (KeptRows):
+    each block must still be the rows as they were when the lock was let go."""
+    model, shop = build()
+    expected = encode(dump_state(model))
+    monkeypatch.setattr(sessions_module, "KEPT_BLOCK_BYTES", 1)  # a block per row
+    monkeypatch.setattr(codec, "CHUNK_BYTES", 4 * 1024)  # many chunks, written slowly
+    store = MemoryStore(delay_s=0.002)
+    writing = await start_writing(model, store)  # type: ignore[arg-type]
+    kept = model.sessions.kept
+    assert kept is not None and kept.block_rows == 1
+    events = later_events(shop)
+    for start in range(0, len(events), 25):  # applied while the chunks are written
+        for event in events[start : start + 25]:
+            model.apply(event)
+        await asyncio.sleep(0.001)
+    assert not writing.done()  # every event came before the write ended
+    info = await writing
+    assert len(kept) >= 10  # rows the events changed, saved before they did
+    assert b"".join(store.chunks) == b"".join(expected.chunks)
+    assert info.sha256 == expected.sha256
+    assert model.sessions.kept is None  # let go once written
+
+
+async def test_a_failed_write_lets_the_ring_buffers_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, shop = build()
+    monkeypatch.setattr(codec, "CHUNK_BYTES", 4 * 1024)
+    store = MemoryStore(fail_after=1)
+    writing = await start_writing(model, store)  # type: ignore[arg-type]
+    with pytest.raises(StoreError, match="went away"):
+        await writing
+    assert model.sessions.kept is None
+    for event in later_events(shop)[:100]:
+        model.apply(event)  # no row is saved any more
+    # The next checkpoint keeps them again, and holds the state as it is now.
+    expected = encode(dump_state(model))
+    store = MemoryStore()
+    await (await start_writing(model, store))  # type: ignore[arg-type]
+    assert b"".join(store.chunks) == b"".join(expected.chunks)
