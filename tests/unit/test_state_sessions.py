@@ -1,5 +1,6 @@
 from typing import Any
 
+import numpy as np
 import pytest
 
 from recsrv.config import SessionsConfig
@@ -267,3 +268,37 @@ def test_recent_equals_reading_the_ring_backwards_from_its_head() -> None:
         # Copies: changing them leaves the state alone.
         items[:] = -7
         assert -7 not in sessions.items[slot].tolist()
+
+
+# -- the ring buffers kept for a checkpoint ------------------------------------------
+
+
+def test_kept_rows_are_the_rings_as_they_were_through_changes_and_growth(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sessions_module, "KEPT_BLOCK_BYTES", 1000)  # blocks of 31 rows
+    sessions = make(max_events=4, ttl_s=1e6)
+    count = sessions_module.INITIAL_SLOTS  # a full table: the next session grows it
+    for n in range(count):
+        slot = sessions.open(f"s{n}", T0 + n, T0 + n)
+        sessions.record(slot, n, VIEW, T0 + n)
+    before = {name: getattr(sessions, name)[:count].copy() for name in ("items", "types", "times")}
+    kept = sessions.keep_rows()
+    with pytest.raises(RuntimeError, match="already kept"):
+        sessions.keep_rows()
+    for n in range(0, count, 3):  # changes to kept rows, some wrapping their ring
+        slot = sessions.lookup(f"s{n}", T0 + count)
+        assert slot is not None
+        for step in range(5):
+            sessions.record(slot, 10_000 + step, ADD, T0 + count + step)
+    for n in range(count, count + 50):  # new sessions: the table grows
+        slot = sessions.open(f"s{n}", T0 + n, T0 + n)
+        sessions.record(slot, n, VIEW, T0 + n)
+    assert len(sessions.items) > count
+    assert len(kept) == len(range(0, count, 3))  # each changed row saved once
+    for name in ("items", "types", "times"):
+        blocks = list(kept.blocks(name))
+        assert len(blocks) == -(-count // kept.block_rows)
+        assert (np.concatenate(blocks) == before[name]).all()
+    sessions.stop_keeping()
+    assert sessions.kept is None
