@@ -3,8 +3,9 @@
 Builds a model of --items items and --sessions sessions of --per-session events
 each, reports the process RSS (design P5), then takes checkpoints the way the
 server does (recsrv.checkpointer.start_writing: the state's arrays copied in a worker
-thread under the consumer lock, then encoded in a worker thread while the store writes
-the chunks already made) to a file store and to a MongoDB-wire server, while a task
+thread under the consumer lock, but for the sessions' ring buffers, then encoded in a
+worker thread, the ring buffers read as they come, while the store writes the chunks
+already made) to a file store and to a MongoDB-wire server, while a task
 on the event loop measures how late its 1 ms ticks come (design P6: no stall > 50 ms),
 and a garbage-collector callback times every collection meanwhile.
 The MongoDB write is bounded by the server, so it is stated against plain PyMongo
