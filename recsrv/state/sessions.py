@@ -486,7 +486,7 @@ class KeptRows:
         column = self.RING_ARRAYS.index(name)
         live = self._arrays[column]
         for number, start in enumerate(range(0, self.rows, self.block_rows)):
-            block = live[start : start + self.block_rows].copy()
+            block = live[start : min(start + self.block_rows, self.rows)].copy()
             for slot in list(self._saved_in_block.get(number, ())):
                 block[slot - start] = self._saved[slot][column]
             yield block

@@ -302,3 +302,17 @@ def test_kept_rows_are_the_rings_as_they_were_through_changes_and_growth(
         assert (np.concatenate(blocks) == before[name]).all()
     sessions.stop_keeping()
     assert sessions.kept is None
+
+
+def test_kept_rows_hold_only_the_slots_in_use_at_the_start() -> None:
+    sessions = make(max_events=4)
+    for n in range(5):
+        slot = sessions.open(f"s{n}", T0 + n, T0 + n)
+        sessions.record(slot, n, VIEW, T0 + n)
+    assert len(sessions.items) > 5  # slots allocated beyond those used
+    before = sessions.items[:5].copy()
+    kept = sessions.keep_rows()
+    slot = sessions.open("s5", T0 + 5, T0 + 5)  # a slot used after the start
+    sessions.record(slot, 5, VIEW, T0 + 5)
+    assert len(kept) == 0  # not one of the kept rows
+    assert (np.concatenate(list(kept.blocks("items"))) == before).all()
