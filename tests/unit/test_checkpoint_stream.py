@@ -172,7 +172,9 @@ async def test_events_during_the_write_leave_the_checkpoint_as_it_was_at_the_loc
     expected = encode(dump_state(model))
     monkeypatch.setattr(sessions_module, "KEPT_BLOCK_BYTES", 1)  # a block per row
     monkeypatch.setattr(codec, "CHUNK_BYTES", 4 * 1024)  # many chunks, written slowly
-    store = MemoryStore(delay_s=0.002)
+    # Slow enough that the events (0.2 s of work here) all come before the last chunk,
+    # with room for a loaded machine: 180 chunks of 5 ms.
+    store = MemoryStore(delay_s=0.005)
     writing = await start_writing(model, store)  # type: ignore[arg-type]
     kept = model.sessions.kept
     assert kept is not None and kept.block_rows == 1
