@@ -15,9 +15,13 @@ be read instead with `--tsv`.
 Mapping (docs/datasets.md):
 - a rating of 4 or 5 is a `click`, a rating of 1 to 3 a `view`: every rating says the
   user went to the movie, a high one says a little more;
-- sessions follow the 30-minute gap rule: a user's ratings, in time order, start a new
-  session when more than SESSION_GAP_S passed since the previous one. Session ids are
-  `ml-<user>-<n>`, n counting the user's sessions from 1;
+- sessions (`--sessions`, default `gap`) follow the 30-minute gap rule: a user's
+  ratings, in time order, start a new session when more than SESSION_GAP_S passed
+  since the previous one. Session ids are `ml-<user>-<n>`, n counting the user's
+  sessions from 1. Two other cuts, to check that no result hangs on this one: `day`,
+  a user's ratings of one UTC calendar day (`ml-<user>-d<day number>`), as rating
+  data is often cut; `user`, all of a user's ratings as one session (`ml-<user>`), as
+  sequential recommenders read it;
 - `event_id` is `ml-<user>-<item>` (a user rates a movie once), so loading the file
   twice changes nothing; `ts` is the rating's own epoch second.
 
@@ -44,6 +48,7 @@ DATA_FILE = "datasets/data/MovieLens100k_data.parquet.brotli"
 SESSION_GAP_S = 30 * 60
 CLICK_FROM_RATING = 4
 ORDERS = ("original", "grouped")
+SESSIONS = ("gap", "day", "user")
 
 
 class Rating(NamedTuple):
@@ -94,10 +99,15 @@ def _user_key(user_id: str) -> tuple[int, str]:
     return (int(user_id), "") if user_id.isdigit() else (sys.maxsize, user_id)
 
 
-def rating_events(ratings: list[Rating], order: str = "original") -> list[dict[str, Any]]:
-    """One event per rating, in the file's order or grouped by user (see the module doc)."""
+def rating_events(
+    ratings: list[Rating], order: str = "original", sessions: str = "gap"
+) -> list[dict[str, Any]]:
+    """One event per rating, in the file's order or grouped by user, cut into sessions
+    by `sessions` (see the module doc)."""
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, not {order!r}")
+    if sessions not in SESSIONS:
+        raise ValueError(f"sessions must be one of {SESSIONS}, not {sessions!r}")
     by_user: dict[str, list[int]] = {}
     for index, rating in enumerate(ratings):
         by_user.setdefault(rating.user_id, []).append(index)
@@ -115,7 +125,7 @@ def rating_events(ratings: list[Rating], order: str = "original") -> list[dict[s
             event = {
                 "type": "click" if rating.rating >= CLICK_FROM_RATING else "view",
                 "event_id": f"ml-{user_id}-{rating.item_id}",
-                "session_id": f"ml-{user_id}-{session}",
+                "session_id": _session_id(user_id, session, rating.ts, sessions),
                 "user_id": user_id,
                 "item_id": rating.item_id,
                 "ts": rating.ts,
@@ -125,6 +135,14 @@ def rating_events(ratings: list[Rating], order: str = "original") -> list[dict[s
     if order == "grouped":
         return grouped
     return [event for event in events if event is not None]
+
+
+def _session_id(user_id: str, gap_session: int, ts: int, sessions: str) -> str:
+    if sessions == "user":
+        return f"ml-{user_id}"
+    if sessions == "day":
+        return f"ml-{user_id}-d{ts // 86400}"
+    return f"ml-{user_id}-{gap_session}"
 
 
 def write_jsonl(events: list[dict[str, Any]], out: TextIO) -> None:
@@ -137,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--tsv", type=Path, help="read this u.data-style file instead")
     parser.add_argument("--order", choices=ORDERS, default="original", help="default: original")
+    parser.add_argument(
+        "--sessions", choices=SESSIONS, default="gap", help="how ratings are cut into sessions"
+    )
     parser.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     args = parser.parse_args(argv)
     if args.tsv is not None:
@@ -144,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             ratings = read_tsv(source)
     else:
         ratings = read_parquet(data_path())
-    events = rating_events(ratings, args.order)
+    events = rating_events(ratings, args.order, args.sessions)
     if args.output is None:
         write_jsonl(events, sys.stdout)
     else:

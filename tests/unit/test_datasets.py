@@ -89,6 +89,29 @@ def test_movielens_sessions_follow_the_thirty_minute_gap_rule() -> None:
     assert sessions["10"] == sessions["20"] == "ml-3-1"
 
 
+def test_movielens_sessions_can_be_cut_by_calendar_day_or_by_user() -> None:
+    module, ratings = movielens_sample()
+    by_day = {e["item_id"]: e["session_id"] for e in module.rating_events(ratings, sessions="day")}
+    # Every rating of the sample falls on day 0 of the epoch: one session per user.
+    assert by_day == {
+        "50": "ml-7-d0",
+        "60": "ml-7-d0",
+        "70": "ml-7-d0",
+        "80": "ml-7-d0",
+        "10": "ml-3-d0",
+        "20": "ml-3-d0",
+    }
+    late = [*ratings, module.Rating("7", "90", 5, 86400 + 10)]
+    assert module.rating_events(late, sessions="day")[-1]["session_id"] == "ml-7-d1"
+    by_user = module.rating_events(late, "grouped", sessions="user")
+    assert {e["session_id"] for e in by_user} == {"ml-3", "ml-7"}
+    # The cut changes the session ids only.
+    gap = module.rating_events(late, "grouped")
+    assert [{**e, "session_id": ""} for e in by_user] == [{**e, "session_id": ""} for e in gap]
+    with pytest.raises(ValueError, match="sessions must be"):
+        module.rating_events(ratings, sessions="week")
+
+
 def test_movielens_grouped_writes_user_after_user_in_time_order() -> None:
     module, ratings = movielens_sample()
     grouped = module.rating_events(ratings, "grouped")
@@ -242,3 +265,37 @@ def test_committed_samples_are_what_the_generator_writes(kind: str) -> None:
     committed = (ROOT / f"tests/data/{kind}_small.jsonl").read_bytes().splitlines()
     assert 300 <= len(committed) <= 600
     assert [orjson.loads(line) for line in committed] == events
+
+
+# --- History first ----------------------------------------------------------------------
+
+
+def test_history_first_moves_the_test_sessions_after_the_rest_keeping_each_order(
+    tmp_path: Path,
+) -> None:
+    from recsrv.evaluation.dataset import read_events, select_test_sessions
+
+    # Rows shuffled in time, as u.data's are: sessions a (t 100), b (t 200), c (t 900)
+    # and d (t 950); time:0.5 tests the sessions that start after the median start.
+    def line(session: str, item: str, ts: int) -> bytes:
+        return (
+            orjson.dumps({"type": "view", "session_id": session, "item_id": item, "ts": ts}) + b"\n"
+        )
+
+    rows = [
+        line("c", "7", 905),
+        line("a", "1", 100),
+        line("d", "9", 950),
+        orjson.dumps({"type": "catalog.upsert", "item": {"item_id": "1"}, "ts": 1}) + b"\n",
+        line("c", "8", 900),
+        line("b", "2", 200),
+        line("a", "3", 130),
+    ]
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_bytes(b"".join(rows) + b"\n")
+    assert script("history_first").main([str(source), "--split", "time:0.5", "-o", str(out)]) == 0
+    assert select_test_sessions(read_events(source), "time:0.5") == {"c", "d"}
+    written = out.read_bytes().splitlines(keepends=True)
+    # History (a, the catalog line, b and the blank line) in file order, then c and d.
+    assert written == [rows[1], rows[3], rows[5], rows[6], b"\n", rows[0], rows[2], rows[4]]
+    assert select_test_sessions(read_events(out), "time:0.5") == {"c", "d"}
