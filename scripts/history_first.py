@@ -28,7 +28,7 @@ from pathlib import Path
 
 import orjson
 
-from recsrv.evaluation.dataset import read_events, select_test_sessions
+from recsrv.evaluation.dataset import parse_lines, select_test_sessions
 
 
 def history_first(lines: Iterable[bytes], test: set[str]) -> tuple[list[bytes], list[bytes]]:
@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("-o", "--out", type=Path, required=True, help="file to write")
     args = parser.parse_args(argv)
-    test = select_test_sessions(read_events(args.file), args.split)
     with args.file.open("rb") as source:
         lines = [line if line.endswith(b"\n") else line + b"\n" for line in source]
+    test = select_test_sessions(parse_lines(lines), args.split)  # as recsrv evaluate reads it
     history, tested = history_first(lines, test)
     with args.out.open("wb") as out:
         out.writelines(history)

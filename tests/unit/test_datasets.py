@@ -19,6 +19,8 @@ from typing import Any
 import orjson
 import pytest
 
+from recsrv.evaluation.dataset import read_events, select_test_sessions
+
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = {"type", "event_id", "session_id", "user_id", "item_id", "ts"}
 
@@ -273,8 +275,6 @@ def test_committed_samples_are_what_the_generator_writes(kind: str) -> None:
 def test_history_first_moves_the_test_sessions_after_the_rest_keeping_each_order(
     tmp_path: Path,
 ) -> None:
-    from recsrv.evaluation.dataset import read_events, select_test_sessions
-
     # Rows shuffled in time, as u.data's are: sessions a (t 100), b (t 200), c (t 900)
     # and d (t 950); time:0.5 tests the sessions that start after the median start.
     def line(session: str, item: str, ts: int) -> bytes:
